@@ -1,0 +1,233 @@
+"""Whole-image application of a spatially varying kernel, with variance and mask propagation.
+
+The convolved image is ``sum_k f_k(x, y) (K_k ⊛ I)(x, y)`` with ``K_k = sum_i c_ik B_i`` one kernel
+per spatial term: exactly ip_diffim's refactored ``LinearCombinationKernel`` convolution, without
+afw's interpolation of kernel images over 10-pixel regions (ip_diffim.md §2.0). ``⊛`` is afw's
+orientation, a correlation ``(K ⊛ I)(x) = sum_u K(u) I(x + u)``.
+
+The correlations use overlap-save FFTs on square tiles: the image is cut into tiles of ``T``
+pixels overlapping by ``k - 1``, each tile is transformed once and multiplied by every term's
+kernel spectrum, and only the wrap-free interior of each tile is kept. On the 2-core CPU this
+measured about twice as fast as full-size FFTs at 4096², because the transforms fit in cache, and
+the kernel spectra cost next to nothing at tile size.
+
+* variance: ``var_out(x) = sum_u K(x; u)² var(x + u)``, exactly, with
+  ``K(x)² = sum_{k<=l} (2 - δ_kl) f_k f_l K_k K_l`` (ip_diffim: ``K² ⊛ var``);
+* mask: the OR of the input mask over the kernel footprint (afw's mask smearing); non-finite
+  input pixels are treated as 0 and flagged ``NO_DATA`` first, so their footprint is flagged;
+* edge: the ``k // 2`` pixels along every border cannot be convolved; they keep their input
+  values and get the ``EDGE`` bit (afw ``doCopyEdge=True``, as the subtraction tasks use).
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .masks import bit
+from .spatial import basis_1d, normalized_coordinates, term_powers
+
+__all__ = [
+    "MaskedImage",
+    "choose_tile",
+    "correlate_terms",
+    "spatial_factors",
+    "term_kernels",
+    "dilate_mask",
+    "edge_mask",
+    "apply_kernel",
+    "fft_correlate",
+]
+
+
+class MaskedImage(NamedTuple):
+    """Image, variance and integer mask of the same shape (pytree)."""
+
+    image: jax.Array
+    variance: jax.Array
+    mask: jax.Array
+
+
+_TILE_SIZES = (64, 96, 128, 160, 192, 256, 320, 384, 512)
+
+
+def choose_tile(shape, kernel_size):
+    """Static FFT tile size: one tile for small images, else 256 (the measured sweet spot)."""
+    need = max(shape) + kernel_size - 1
+    for t in _TILE_SIZES:
+        if t >= need and t <= 256:
+            return t
+    return 256
+
+
+def _tiles(image, h, valid, tile):
+    """Overlapping tiles ``(ny, nx, tile, tile)``; tile (i, j) starts at ``(i, j) * valid - h``."""
+    height, width = image.shape
+    ny, nx = -(-height // valid), -(-width // valid)
+    padded = jnp.pad(image, ((h, ny * valid + h - height), (h, nx * valid + h - width)))
+    rows = (np.arange(ny)[:, None] * valid + np.arange(tile)[None, :])[:, None, :, None]
+    cols = (np.arange(nx)[:, None] * valid + np.arange(tile)[None, :])[None, :, None, :]
+    return padded[rows, cols], ny, nx
+
+
+def correlate_terms(image, kernels, weights_y, weights_x, tile=None):
+    """``sum_q wy_q(y) wx_q(x) (K_q ⊛ image)(x, y)`` by tiled overlap-save FFTs.
+
+    Parameters
+    ----------
+    image : Array, shape (H, W)
+        Finite values (zero-fill bad pixels first).
+    kernels : Array, shape (Q, k, k)
+        Odd-sized kernels in afw orientation.
+    weights_y : Array, shape (Q, H)
+    weights_x : Array, shape (Q, W)
+        Separable weights of each term.
+    tile : int, optional
+        Tile size (static); default :func:`choose_tile`.
+
+    Returns
+    -------
+    Array, shape (H, W), dtype of ``image``. Pixels within ``k // 2`` of the border are
+    correlated with zeros beyond the image (flag them with :func:`edge_mask`).
+    """
+    height, width = image.shape
+    n_q, k, _ = kernels.shape
+    h = k // 2
+    tile = choose_tile(image.shape, k) if tile is None else tile
+    valid = tile - 2 * h
+    tiles, ny, nx = _tiles(image, h, valid, tile)
+    spectrum = jnp.fft.rfft2(tiles)
+    padded_k = (
+        jnp.zeros((n_q, tile, tile), image.dtype).at[:, :k, :k].set(kernels.astype(image.dtype))
+    )
+    kspec = jnp.conj(jnp.fft.rfft2(jnp.roll(padded_k, (-h, -h), axis=(1, 2))))
+    wy = jnp.pad(weights_y.astype(image.dtype), ((0, 0), (0, ny * valid - height)))
+    wx = jnp.pad(weights_x.astype(image.dtype), ((0, 0), (0, nx * valid - width)))
+    wy = wy.reshape(n_q, ny, 1, valid, 1)
+    wx = wx.reshape(n_q, 1, nx, 1, valid)
+    acc = jnp.zeros((ny, nx, valid, valid), image.dtype)
+    for q in range(n_q):
+        out = jnp.fft.irfft2(spectrum * kspec[q], s=(tile, tile))[
+            :, :, h : h + valid, h : h + valid
+        ]
+        acc = acc + wy[q] * wx[q] * out
+    return acc.transpose(0, 2, 1, 3).reshape(ny * valid, nx * valid)[:height, :width]
+
+
+def fft_correlate(image, kernel, tile=None):
+    """Constant-kernel correlation ``K ⊛ image`` (same shape; zero beyond the border)."""
+    ones_y = jnp.ones((1, image.shape[0]), image.dtype)
+    ones_x = jnp.ones((1, image.shape[1]), image.dtype)
+    return correlate_terms(image, kernel[None], ones_y, ones_x, tile)
+
+
+def spatial_factors(shape, order, bbox, kind, origin=(0.0, 0.0)):
+    """1-D factors of every spatial term over the rows and columns of an image.
+
+    Parameters
+    ----------
+    shape : tuple (H, W)
+    order : int
+    bbox : sequence of 4 floats
+        Box normalising the spatial terms (in the frame of ``origin``).
+    kind : {"chebyshev1", "polynomial"}
+    origin : tuple of 2 floats
+        Coordinates ``(x, y)`` of array pixel ``(0, 0)`` in the bbox frame.
+
+    Returns
+    -------
+    fy : Array, shape (n_terms, H)
+    fx : Array, shape (n_terms, W)
+    """
+    x = jnp.arange(shape[1]) + origin[0]
+    y = jnp.arange(shape[0]) + origin[1]
+    bx = basis_1d(normalized_coordinates(x, bbox[0], bbox[2]), order, kind)
+    by = basis_1d(normalized_coordinates(y, bbox[1], bbox[3]), order, kind)
+    a, b = term_powers(order)
+    return by[b], bx[a]
+
+
+def term_kernels(basis, kernel_coefficients):
+    """One kernel image per spatial term, ``K_k = sum_i c_ik B_i``: shape (n_terms, k, k)."""
+    return jnp.einsum("ik,ivu->kvu", kernel_coefficients, basis)
+
+
+def _shift_or(m, s, axis):
+    """``out[i] = m[i] | m[i + s]`` along ``axis`` (zero beyond the end)."""
+    tail = jax.lax.slice_in_dim(m, s, m.shape[axis], axis=axis)
+    pad = [(0, 0)] * m.ndim
+    pad[axis] = (0, s)
+    return m | jnp.pad(tail, pad)
+
+
+def _or_window(m, k, axis):
+    h = k // 2
+    pad = [(0, 0)] * m.ndim
+    pad[axis] = (h, h)
+    p = jnp.pad(m, pad)
+    width = 1
+    acc = p
+    while 2 * width <= k:
+        acc = _shift_or(acc, width, axis)
+        width *= 2
+    if k > width:
+        acc = _shift_or(acc, k - width, axis)
+    return jax.lax.slice_in_dim(acc, 0, m.shape[axis], axis=axis)
+
+
+def dilate_mask(mask, kernel_size):
+    """OR of every bit over the ``kernel_size`` square around each pixel (afw mask smearing)."""
+    return _or_window(_or_window(mask, kernel_size, 0), kernel_size, 1)
+
+
+def edge_mask(shape, kernel_size):
+    """True on the ``kernel_size // 2`` border that a kernel cannot be fully applied to."""
+    h = kernel_size // 2
+    yy = np.arange(shape[0])
+    xx = np.arange(shape[1])
+    rows = (yy < h) | (yy >= shape[0] - h)
+    cols = (xx < h) | (xx >= shape[1] - h)
+    return jnp.asarray(rows[:, None] | cols[None, :])
+
+
+def apply_kernel(masked, kernels, bbox, order, kind, origin=(0.0, 0.0), tile=None):
+    """Convolve a masked image with a spatially varying kernel (afw orientation).
+
+    Parameters
+    ----------
+    masked : MaskedImage
+        Image and variance (float), mask (int32).
+    kernels : Array, shape (n_terms, k, k)
+        Per-term kernels from :func:`term_kernels`.
+    bbox, order, kind, origin
+        The spatial model, as in :func:`spatial_factors`.
+    tile : int, optional
+        FFT tile size.
+
+    Returns
+    -------
+    MaskedImage
+        Finite everywhere. The border gets ``EDGE`` and keeps the input values; footprints of
+        non-finite input pixels get ``NO_DATA``.
+    """
+    image, variance, mask = masked
+    k = kernels.shape[-1]
+    bad = ~(jnp.isfinite(image) & jnp.isfinite(variance))
+    mask = jnp.where(bad, mask | bit("NO_DATA"), mask)
+    img0 = jnp.where(bad, 0.0, image)
+    var0 = jnp.where(bad, 0.0, variance)
+    fy, fx = spatial_factors(image.shape, order, bbox, kind, origin)
+    out = correlate_terms(img0, kernels, fy, fx, tile)
+    n = kernels.shape[0]
+    pairs = [(i, j) for i in range(n) for j in range(i, n)]
+    products = jnp.stack([kernels[i] * kernels[j] for i, j in pairs])
+    scale = jnp.asarray([1.0 if i == j else 2.0 for i, j in pairs], image.dtype)
+    wy = jnp.stack([fy[i] * fy[j] for i, j in pairs]) * scale[:, None]
+    wx = jnp.stack([fx[i] * fx[j] for i, j in pairs])
+    out_var = correlate_terms(var0, products, wy, wx, tile)
+    edge = edge_mask(image.shape, k)
+    out = jnp.where(edge, img0, out)
+    out_var = jnp.where(edge, var0, out_var)
+    out_mask = dilate_mask(mask, k) | jnp.where(edge, bit("EDGE"), 0).astype(mask.dtype)
+    return MaskedImage(out, out_var, out_mask)
