@@ -151,7 +151,8 @@ class KernelSolution(NamedTuple):
     used, rejected : Array of bool, shape (capacity,)
         Candidates in the final spatial fit; candidates rejected by clipping.
     candidate_kernel_sums : Array, shape (capacity,)
-        Kernel sum of each candidate's own stamp solution.
+        Kernel sum of each candidate's own stamp solution (NaN for candidates that could not
+        be fitted: padding, stamps off the image, non-finite pixels, non-positive variance).
     n_spatial_iterations : Array of int32, shape ()
         Spatial fit rounds run (1..max_spatial_iterations).
     """
@@ -267,17 +268,18 @@ def solve_stamps(systems):
 
 
 def _correlate_stamps(images, kernels):
-    """Valid correlation of each image with its own kernel: (N,S,S) x (N,k,k) -> (N,L,L)."""
-    out = jax.lax.conv_general_dilated(
-        images[None],
-        kernels[:, None],
-        window_strides=(1, 1),
-        padding="VALID",
-        dimension_numbers=("NCHW", "OIHW", "NCHW"),
-        feature_group_count=images.shape[0],
-        precision=jax.lax.Precision.HIGHEST,
-    )
-    return out[0]
+    """Valid correlation of each image with its own kernel: (N,S,S) x (N,k,k) -> (N,L,L).
+
+    Circular correlation at the stamp size is wrap-free on the valid ``L = S - k + 1`` corner,
+    so one small batched FFT does it (a grouped ``lax.conv`` with one group per stamp measured
+    ~28 s for 512 stamps in float64 on CPU; this takes milliseconds).
+    """
+    side = images.shape[-1]
+    k = kernels.shape[-1]
+    padded = jnp.zeros(images.shape, kernels.dtype).at[:, :k, :k].set(kernels)
+    spec = jnp.fft.rfft2(images) * jnp.conj(jnp.fft.rfft2(padded))
+    n_out = side - k + 1
+    return jnp.fft.irfft2(spec, s=(side, side))[:, :n_out, :n_out]
 
 
 def stamp_residual_statistics(systems, basis, coefficients):
@@ -348,6 +350,7 @@ def _select_candidates(systems, basis, single, p, q, cells, rating, layout, conf
     n_bt = q.shape[1]
     a_single, finite_single = single
     ksum = a_single[:, :n_b] @ jnp.sum(basis.images, axis=(1, 2))
+    ksum = jnp.where(systems.ok & finite_single, ksum, jnp.nan)  # NaN: not fitted
     mean, rms = stamp_residual_statistics(systems, basis, a_single)
     single_bad = ~finite_single | _is_bad(mean, rms, config.single_kernel_clipping, config)
     ok = systems.ok
