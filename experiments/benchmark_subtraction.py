@@ -52,18 +52,21 @@ def case_subtract(n, repeats, n_stars=500):
     x = rng.uniform(30, n - 30, n_stars)
     y = rng.uniform(30, n - 30, n_stars)
     flux = 10 ** rng.uniform(2.7, 4.0, n_stars)
-    tmpl = make_test_image(psf_sigma=2.0, noise_level=1.0, noise_seed=1, size=(n, n), x=x, y=y,
-                           flux=flux)
-    sci = make_test_image(psf_sigma=2.4, noise_level=1.0, noise_seed=2, size=(n, n), x=x, y=y,
-                          flux=1.05 * flux)
+    tmpl = make_test_image(
+        psf_sigma=2.0, noise_level=1.0, noise_seed=1, size=(n, n), x=x, y=y, flux=flux
+    )
+    sci = make_test_image(
+        psf_sigma=2.4, noise_level=1.0, noise_seed=2, size=(n, n), x=x, y=y, flux=1.05 * flux
+    )
     sigmas, k = jd.alard_lupton_sigmas(2.0 * FWHM_PER_SIGMA, 2.4 * FWHM_PER_SIGMA)
     config = jd.KernelFitConfig(kernel_size=k, spatial_kernel_order=1, spatial_bg_order=2)
     zeros = np.zeros((n, n), np.int32)
     t_mi = jd.MaskedImage(*(jax.device_put(a) for a in (tmpl.image, tmpl.variance, zeros)))
     s_mi = jd.MaskedImage(*(jax.device_put(a) for a in (sci.image, sci.variance, zeros)))
     cands = jd.make_candidates(x, y, flux)
-    sig, bbox = prepare_fit_arguments(t_mi.image, s_mi.image, t_mi.variance, s_mi.variance,
-                                      cands, config, sigmas, None, True)
+    sig, bbox = prepare_fit_arguments(
+        t_mi.image, s_mi.image, t_mi.variance, s_mi.variance, cands, config, sigmas, None, True
+    )
     args = (t_mi, s_mi, cands, sig, bbox, config, "convolveTemplate", False)
     with fit_precision():
         t0 = time.perf_counter()
@@ -105,8 +108,9 @@ def case_fft(n, repeats):
 
 
 def run_child(argv):
-    out = subprocess.run([sys.executable, __file__, "--child", *argv], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", *argv], capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -132,17 +136,22 @@ def main():
     for r in results:
         if r["case"] == "subtract":
             r["ratio_to_one_fft_convolution"] = round(r["median_s"] / fft[r["size"]], 2)
-    print(json.dumps({
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "jax": jax.__version__,
-            "device": str(jax.devices()[0]),
-            "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
-            "loadavg": os.getloadavg(),
-        },
-        "results": results,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "machine": {
+                    "platform": platform.platform(),
+                    "cpus": os.cpu_count(),
+                    "jax": jax.__version__,
+                    "device": str(jax.devices()[0]),
+                    "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
+                    "loadavg": os.getloadavg(),
+                },
+                "results": results,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -6,8 +6,14 @@ truncates explicit float64 requests to float32 unless ``jax_enable_x64`` is on, 
 ``jax_explicit_x64_dtypes`` is ``"allow"``. The second flag is a scoped, thread-local
 configuration state that is part of the jit cache key, so entering it only around our own jitted
 calls gives float64 *inside* the fit while the user's arrays, outputs and global settings stay
-as they were. It also works when our function is called inside the user's own ``jit``,
-``grad`` or ``vmap``, because the dtype decisions are taken while tracing.
+as they were. It also works when our function is called inside the user's own ``jit`` or
+``vmap``, because the dtype decisions are taken while tracing.
+
+JAX transforms some programs after tracing them, outside any scope we entered: the backward pass
+of ``jax.grad`` and ``vmap`` of a function the user already jitted. With x64 off those must run
+inside :func:`fit_precision` (a public context manager), or JAX truncates the fit to float32
+with a warning. Setting the flag globally at import would avoid this but would change how the
+user's own explicit float64 requests behave, so we do not.
 """
 
 import contextlib

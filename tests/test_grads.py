@@ -1,0 +1,132 @@
+"""Differentiability: check_grads (float64, order 1, fwd + rev) of fit + convolve + subtract."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from jaxdiffim import (
+    KernelFitConfig,
+    MaskedImage,
+    fit_precision,
+    make_candidates,
+    subtract_images,
+)
+from jaxdiffim.synthetic import make_test_image
+
+SIZE = 80
+
+
+@pytest.fixture(scope="module")
+def problem():
+    rng = np.random.default_rng(5)
+    x = rng.uniform(18, SIZE - 18, 9)
+    y = rng.uniform(18, SIZE - 18, 9)
+    flux = rng.uniform(300, 900, 9)
+    tmpl = make_test_image(
+        psf_sigma=1.5,
+        noise_level=0.5,
+        noise_seed=1,
+        size=(SIZE, SIZE),
+        x=x,
+        y=y,
+        flux=flux,
+        kernel_size=15,
+    )
+    sci = make_test_image(
+        psf_sigma=1.9,
+        noise_level=0.5,
+        noise_seed=2,
+        size=(SIZE, SIZE),
+        x=x,
+        y=y,
+        flux=1.1 * flux,
+        kernel_size=15,
+    )
+    cands = make_candidates(x, y, flux)  # capacity 32: 23 padded rows
+    assert cands.x.shape == (32,)
+    return tmpl, sci, cands
+
+
+# The candidate selection is held fixed: no clipping, every candidate visited.
+FIXED = KernelFitConfig(
+    kernel_size=7,
+    degrees=(2, 1),
+    spatial_kernel_order=1,
+    spatial_bg_order=1,
+    single_kernel_clipping=False,
+    kernel_sum_clipping=False,
+    spatial_kernel_clipping=False,
+    n_star_per_cell=-1,
+)
+
+
+def loss_fn(tmpl, sci, cands, config, mode="convolveTemplate"):
+    zeros = jnp.zeros((SIZE, SIZE), jnp.int32)
+    weight = jnp.asarray(np.random.default_rng(0).uniform(0.5, 1.5, (SIZE, SIZE)))
+
+    def loss(template, science, sigmas):
+        d, _ = subtract_images(
+            MaskedImage(template, jnp.asarray(tmpl.variance, jnp.float64), zeros),
+            MaskedImage(science, jnp.asarray(sci.variance, jnp.float64), zeros),
+            cands,
+            config,
+            sigmas,
+            mode=mode,
+            subtract_background=True,
+            check=False,
+        )
+        return jnp.sum(weight[4:-4, 4:-4] * d.difference.image[4:-4, 4:-4] ** 2) / 1e3
+
+    return loss
+
+
+@pytest.mark.parametrize("mode", ["convolveTemplate", "convolveScience"])
+def test_check_grads_images_and_widths(problem, mode):
+    tmpl, sci, cands = problem
+    with jax.enable_x64(True):
+        loss = loss_fn(tmpl, sci, cands, FIXED, mode)
+        t = jnp.asarray(tmpl.image, jnp.float64)
+        s = jnp.asarray(sci.image, jnp.float64)
+        sig = jnp.array([0.9, 1.8])
+        # with respect to the template, the science image and the Gaussian widths at once
+        check_grads(loss, (t, s, sig), order=1, modes=("fwd", "rev"))
+
+
+def test_gradients_finite_with_padding_and_clipping(problem):
+    """Default clipping on, 23 padded candidates: every gradient is finite (float32 and x64 off)."""
+    tmpl, sci, cands = problem
+    config = KernelFitConfig(kernel_size=7, degrees=(2, 1), spatial_bg_order=1)
+    loss = loss_fn(tmpl, sci, cands, config)
+    with jax.enable_x64(True):
+        g = jax.grad(loss, argnums=(0, 1, 2))(
+            jnp.asarray(tmpl.image, jnp.float64),
+            jnp.asarray(sci.image, jnp.float64),
+            jnp.array([0.9, 1.8]),
+        )
+    for part in g:
+        assert np.all(np.isfinite(np.asarray(part)))
+    assert np.abs(np.asarray(g[2])).max() > 0
+
+
+def test_grad_of_widths_float32_without_x64(problem):
+    """With x64 off, differentiate inside ``fit_precision()``: JAX transposes the program after
+    tracing it, so the scope that lets the fit use float64 must still be open then."""
+    tmpl, sci, cands = problem
+    zeros = np.zeros((SIZE, SIZE), np.int32)
+    t_mi = MaskedImage(tmpl.image, tmpl.variance, zeros)
+    s_mi = MaskedImage(sci.image, sci.variance, zeros)
+
+    def loss(sig):
+        d, _ = subtract_images(t_mi, s_mi, cands, FIXED, sig, check=False)
+        return jnp.mean(d.difference.image[4:-4, 4:-4] ** 2)
+
+    assert not jax.config.jax_enable_x64
+    with fit_precision():
+        g = jax.grad(loss)(jnp.array([0.9, 1.8], jnp.float32))
+    assert g.dtype == jnp.float32 and np.all(np.isfinite(np.asarray(g)))
+    eps = 1e-2  # agrees with a central finite difference
+    num = (loss(jnp.array([0.9 + eps, 1.8])) - loss(jnp.array([0.9 - eps, 1.8]))) / (2 * eps)
+    assert float(g[0]) == pytest.approx(float(num), rel=0.05, abs=1e-4)
+    assert not jax.config.jax_enable_x64
