@@ -1,6 +1,8 @@
 """Benchmark: fit + convolve + subtract on large float32 pairs; prints JSON.
 
-Each case runs in its own process so that its peak memory (max RSS) is its own. Cases:
+Each case runs in its own process so that its peak memory (max RSS) is its own; the pair is
+generated beforehand and loaded as float32 arrays, so the peak is that of the subtraction (inputs
+and outputs included), not of the simulation. Cases:
 
 * ``subtract N``: an N x N pair with about 500 stars, kernel spatial order 1, background order 2
   (the subtraction defaults), AL basis with ip_diffim's width rule for PSF sigma 2.0 -> 2.4;
@@ -19,6 +21,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -37,7 +40,30 @@ def _timed(fn, args, repeats):
     return {"median_s": round(times[len(times) // 2], 4), "min_s": round(times[0], 4)}
 
 
-def case_subtract(n, repeats, n_stars=500):
+N_STARS = 500
+FLUX_RATIO = 1.05
+
+
+def make_data(n, path):
+    """Write a float32 template/science pair with about 500 stars to ``path`` (an .npz)."""
+    import numpy as np
+
+    from jaxdiffim.synthetic import make_test_image
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(30, n - 30, N_STARS)
+    y = rng.uniform(30, n - 30, N_STARS)
+    flux = 10 ** rng.uniform(2.7, 4.0, N_STARS)
+    common = dict(noise_level=1.0, size=(n, n), x=x, y=y)
+    tmpl = make_test_image(psf_sigma=2.0, noise_seed=1, flux=flux, **common)
+    sci = make_test_image(psf_sigma=2.4, noise_seed=2, flux=FLUX_RATIO * flux, **common)
+    np.savez(
+        path, t=tmpl.image, tv=tmpl.variance, s=sci.image, sv=sci.variance, x=x, y=y, flux=flux
+    )
+
+
+def case_subtract(n, repeats, path):
+    """Time the jitted fit + convolve + subtract on the pair stored at ``path``."""
     import jax
     import numpy as np
 
@@ -46,23 +72,16 @@ def case_subtract(n, repeats, n_stars=500):
     from jaxdiffim.fit import prepare_fit_arguments
     from jaxdiffim.pipeline import _subtract
     from jaxdiffim.precision import fit_precision
-    from jaxdiffim.synthetic import make_test_image
 
-    rng = np.random.default_rng(0)
-    x = rng.uniform(30, n - 30, n_stars)
-    y = rng.uniform(30, n - 30, n_stars)
-    flux = 10 ** rng.uniform(2.7, 4.0, n_stars)
-    tmpl = make_test_image(
-        psf_sigma=2.0, noise_level=1.0, noise_seed=1, size=(n, n), x=x, y=y, flux=flux
-    )
-    sci = make_test_image(
-        psf_sigma=2.4, noise_level=1.0, noise_seed=2, size=(n, n), x=x, y=y, flux=1.05 * flux
-    )
+    data = np.load(path)
+    x, y, flux = data["x"], data["y"], data["flux"]
+
     sigmas, k = jd.alard_lupton_sigmas(2.0 * FWHM_PER_SIGMA, 2.4 * FWHM_PER_SIGMA)
     config = jd.KernelFitConfig(kernel_size=k, spatial_kernel_order=1, spatial_bg_order=2)
     zeros = np.zeros((n, n), np.int32)
-    t_mi = jd.MaskedImage(*(jax.device_put(a) for a in (tmpl.image, tmpl.variance, zeros)))
-    s_mi = jd.MaskedImage(*(jax.device_put(a) for a in (sci.image, sci.variance, zeros)))
+    t_mi = jd.MaskedImage(*(jax.device_put(a) for a in (data["t"], data["tv"], zeros)))
+    s_mi = jd.MaskedImage(*(jax.device_put(a) for a in (data["s"], data["sv"], zeros)))
+    del data
     cands = jd.make_candidates(x, y, flux)
     sig, bbox = prepare_fit_arguments(
         t_mi.image, s_mi.image, t_mi.variance, s_mi.variance, cands, config, sigmas, None, True
@@ -79,11 +98,11 @@ def case_subtract(n, repeats, n_stars=500):
     return {
         "case": "subtract",
         "size": n,
-        "n_stars": n_stars,
+        "n_stars": int(x.size),
         "n_used": int(np.asarray(sol.used).sum()),
         "kernel_size": k,
         "kernel_sum": float(sol.kernel_sum),
-        "kernel_sum_truth": 1.05,
+        "kernel_sum_truth": FLUX_RATIO,
         "all_finite": bool(np.isfinite(d).all()),
         "compile_s": round(compile_s, 3),
         **run,
@@ -119,19 +138,27 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--child", nargs=2, metavar=("CASE", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         case, n = args.child[0], int(args.child[1])
-        result = case_subtract(n, args.repeats) if case == "subtract" else case_fft(n, args.repeats)
+        if case == "subtract":
+            result = case_subtract(n, args.repeats, args.data)
+        else:
+            result = case_fft(n, args.repeats)
         result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         print(json.dumps(result))
         return
     import jax
 
     results = []
-    for n in args.sizes:
-        results.append(run_child(["fft", str(n), "--repeats", str(args.repeats)]))
-        results.append(run_child(["subtract", str(n), "--repeats", str(args.repeats)]))
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in args.sizes:
+            path = os.path.join(tmp, f"pair{n}.npz")
+            make_data(n, path)
+            repeats = ["--repeats", str(args.repeats)]
+            results.append(run_child(["fft", str(n), *repeats]))
+            results.append(run_child(["subtract", str(n), *repeats, "--data", path]))
     fft = {r["size"]: r["median_s"] for r in results if r["case"] == "fft_convolution"}
     for r in results:
         if r["case"] == "subtract":

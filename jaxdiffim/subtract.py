@@ -19,7 +19,6 @@ mask smeared over the kernel footprint, and the ``k // 2`` border is flagged ``E
 
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 
 from .convolve import MaskedImage, apply_kernel, spatial_factors, term_kernels
@@ -36,18 +35,17 @@ __all__ = [
 class Difference(NamedTuple):
     """A difference image and the PSF-matched image it was made with (pytree).
 
+    The fitted background model is evaluated on demand by :func:`background_image`.
+
     Attributes
     ----------
     difference : MaskedImage
     matched : MaskedImage
         The convolved image (the matched template, or the matched science image divided by κ).
-    background : Array, shape (H, W)
-        The fitted differential background model (on the fit's scale).
     """
 
     difference: MaskedImage
     matched: MaskedImage
-    background: jax.Array
 
 
 def background_image(solution, shape, config, origin=(0.0, 0.0), dtype=jnp.float32):
@@ -91,12 +89,11 @@ def subtract_convolve_template(template, science, solution, config, subtract_bac
     Difference
     """
     matched = matched_image(template, solution, config)
-    bg = background_image(solution, science.image.shape, config, dtype=science.image.dtype)
     diff = science.image - matched.image
     if subtract_background:
-        diff = diff - bg
+        diff = diff - background_image(solution, diff.shape, config, dtype=diff.dtype)
     out = MaskedImage(diff, science.variance + matched.variance, science.mask | matched.mask)
-    return Difference(out, matched, bg)
+    return Difference(out, matched)
 
 
 def subtract_convolve_science(template, science, solution, config, subtract_background=False):
@@ -114,10 +111,11 @@ def subtract_convolve_science(template, science, solution, config, subtract_back
     matched = matched_image(science, solution, config)
     dtype = science.image.dtype
     kappa = solution.kernel_sum.astype(dtype)
-    bg = background_image(solution, science.image.shape, config, dtype=dtype)
-    model = matched.image + bg if subtract_background else matched.image
+    model = matched.image
+    if subtract_background:
+        model = model + background_image(solution, model.shape, config, dtype=dtype)
     diff = (model - template.image) / kappa
     var = (matched.variance + template.variance) / kappa**2
     scaled = MaskedImage(matched.image / kappa, matched.variance / kappa**2, matched.mask)
     out = MaskedImage(diff, var, template.mask | matched.mask)
-    return Difference(out, scaled, bg)
+    return Difference(out, scaled)
