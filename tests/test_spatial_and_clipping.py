@@ -4,10 +4,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from utils import meanclip
 
 from jaxdiffim import InvalidInputError, spatial_terms
-from jaxdiffim.clipping import cell_ids, clipped_mean_std, residual_statistics, visited
+from jaxdiffim.clipping import (
+    cell_ids,
+    clipped_mean_std,
+    quantile_masked,
+    residual_statistics,
+    visited,
+)
 
 
 def test_chebyshev_terms_order_and_box():
@@ -93,3 +101,21 @@ def test_cells_and_visiting_order():
     # equal ratings: the later candidate comes first (afw lower_bound insertion)
     vis = np.asarray(visited(eligible, jnp.asarray(cells), jnp.ones(6), 1))
     np.testing.assert_array_equal(vis, [False, False, True, True, False, True])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.floats(-50, 50, allow_nan=False, width=32), min_size=1, max_size=40),
+    st.integers(0, 5),
+)
+def test_clipped_statistics_property(values, n_outliers):
+    """afw MEANCLIP/STDEVCLIP and the median agree with the numpy reference on any sample."""
+    x = np.asarray(values + [1e3 * (i + 1) for i in range(n_outliers)], float)
+    with jax.enable_x64(True):
+        mask = jnp.ones(x.size, bool)
+        mean, std = clipped_mean_std(jnp.asarray(x), mask)
+        median = quantile_masked(jnp.asarray(x), mask, 0.5)
+    ref_mean, ref_std = meanclip(x)
+    assert float(median) == pytest.approx(np.median(x), abs=1e-9)
+    assert float(mean) == pytest.approx(ref_mean, rel=1e-9, abs=1e-9)
+    assert float(std) == pytest.approx(ref_std, rel=1e-9, abs=1e-9)
