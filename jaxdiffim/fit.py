@@ -5,8 +5,9 @@ Port of ip_diffim ``PsfMatchTask._solve`` with its visitors (``BuildSingleKernel
 ip_diffim.md §2.3-§2.6, as one pure function that runs under a single ``jit``:
 
 1. cut a ``(2k+1)²`` stamp of both images around every candidate; candidates whose stamp leaves
-   the image, holds a non-finite pixel or a non-positive variance are invalid (ip_diffim throws
-   for the last, per stamp);
+   the image or holds a non-finite pixel are invalid, and so, with per-pixel weighting, are those
+   with a variance <= 0 (ip_diffim throws per stamp; with constant weighting it substitutes the
+   median, or 1, first);
 2. build each stamp's normal equations (:mod:`jaxdiffim.normal_equations`) and solve them;
 3. reject candidates as ip_diffim does, with fixed-length masked loops: single-kernel residual
    limits, kernel-sum clipping over the visited candidates (``n_star_per_cell`` per cell, by
@@ -420,8 +421,9 @@ def fit_kernel_jit(
     finite = jnp.all(
         jnp.isfinite(t) & jnp.isfinite(s) & jnp.isfinite(vt) & jnp.isfinite(vs), axis=(1, 2)
     )
-    positive = jnp.min(jnp.where(jnp.isfinite(vt + vs), vt + vs, 1.0), axis=(1, 2)) > 0
-    ok = candidates.valid & inside & finite & positive
+    ok = candidates.valid & inside & finite
+    if not config.constant_variance_weighting:  # ip_diffim: "cannot inverse variance weight"
+        ok = ok & (jnp.min(jnp.where(jnp.isfinite(vt + vs), vt + vs, 1.0), axis=(1, 2)) > 0)
 
     basis = make_basis(config, sigmas, dtype)
     systems = stamp_systems(t, s, vt, vs, ok, basis, config)
@@ -453,6 +455,9 @@ def fit_kernel_jit(
     kernel_sum = (kc @ centre) @ jnp.sum(basis.images, axis=(1, 2))
 
     status = jnp.where(jnp.any(used), st.OK, st.NO_CANDIDATES)
+    # fewer candidates than spatial terms can never constrain the spatial model
+    too_few = jnp.sum(used) < max(p.shape[1], q.shape[1])
+    status = status | jnp.where(too_few, st.SINGULAR, 0)
     status = status | jnp.where(result.used_fallback, st.SINGULAR, 0)
     status = status | jnp.where(result.finite, 0, st.NONFINITE)
     status = status | jnp.where(settled, 0, st.NOT_CONVERGED)
@@ -519,12 +524,19 @@ def prepare_fit_arguments(
             f"sigmas must have one width per Gaussian ({len(config.degrees)}), "
             f"got shape {np.shape(sigmas)}."
         )
-    sigmas = jnp.zeros(0) if sigmas is None else jnp.asarray(sigmas)
+    sigmas = jnp.zeros(0) if sigmas is None else _as_float(sigmas)
     if bbox is None:
         bbox = image_bbox(np.shape(science))
     elif np.shape(bbox) != (4,):
         raise InvalidInputError(f"bbox must be (x_min, y_min, x_max, y_max), got {bbox}.")
-    return sigmas, jnp.asarray(bbox)
+    return sigmas, _as_float(bbox)
+
+
+def _as_float(x):
+    """As a JAX array of the default float dtype if it is not floating already (so integer
+    boxes or widths do not compile a second program)."""
+    x = jnp.asarray(x)
+    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(float)
 
 
 def fit_kernel(

@@ -11,9 +11,9 @@ as they were. It also works when our function is called inside the user's own ``
 
 JAX transforms some programs after tracing them, outside any scope we entered: the backward pass
 of ``jax.grad`` and ``vmap`` of a function the user already jitted. With x64 off those must run
-inside :func:`fit_precision` (a public context manager), or JAX truncates the fit to float32
-with a warning. Setting the flag globally at import would avoid this but would change how the
-user's own explicit float64 requests behave, so we do not.
+inside :func:`fit_precision` (a public context manager); otherwise JAX truncates the fit to
+float32 with a warning, or stops with a dtype error. Setting the flag globally at import would
+avoid this but would change how the user's own explicit float64 requests behave, so we do not.
 """
 
 import contextlib

@@ -5,8 +5,9 @@ eigen-decomposition pseudo-inverse when the matrix is not invertible (``KernelSo
 Here: symmetrise, Jacobi-scale (``D^-1/2 M D^-1/2``, which cuts the condition number of an AL
 system by orders of magnitude), Cholesky through ``jax.scipy.linalg.solve(assume_a="pos")`` — a
 ``lax.custom_linear_solve``, so derivatives are implicit (the adjoint solve reuses the
-factorisation) — and, if that gives a non-finite answer, the same pseudo-inverse fallback on a
-``stop_gradient`` matrix so no NaN derivative can leak from a degenerate eigen-decomposition.
+factorisation) — and, when the scaled matrix is numerically singular, the same pseudo-inverse
+fallback computed from a ``stop_gradient`` matrix, so no NaN derivative can leak from a degenerate
+eigen-decomposition or from the unused Cholesky branch.
 """
 
 from typing import NamedTuple
@@ -58,26 +59,37 @@ def jacobi_cholesky_solve(m, b):
     return jsl.solve(ms, b / s, assume_a="pos") / s
 
 
-def _pinv_solve(m, b):
-    m = jax.lax.stop_gradient(0.5 * (m + m.T))
+def _scaled(m):
+    m = 0.5 * (m + m.T)
     s = _scale(m)
-    ms = m / (s[:, None] * s[None, :])
-    lam, vec = jnp.linalg.eigh(ms)
-    cut = m.shape[0] * jnp.finfo(m.dtype).eps * jnp.max(jnp.abs(lam))
-    inv = jnp.where(lam > cut, 1.0 / jnp.where(lam > cut, lam, 1.0), 0.0)
-    return (vec @ (inv * (vec.T @ (b / s)))) / s
+    return m / (s[:, None] * s[None, :]), s
 
 
 def solve_with_fallback(m, b):
-    """Cholesky solve; eigen pseudo-inverse (no derivative through ``m``) if that is not finite.
+    """Cholesky solve; eigen pseudo-inverse (no derivative through ``m``) when ``m`` is singular.
+
+    "Singular" is decided on the eigenvalues of the Jacobi-scaled matrix (no derivative):
+    ``lambda_min <= n * eps * lambda_max``. That catches rank-deficient systems (e.g. fewer
+    candidates than background terms), for which Cholesky often "succeeds" on rounding-level
+    pivots and returns arbitrary values along the null space. The pseudo-inverse drops those
+    directions (ip_diffim's fallback inverts every non-zero eigenvalue; here the cut is relative).
+    Both branches are computed and the unused one is fed a harmless identity matrix, so neither
+    can leak NaN into derivatives (``lax.cond``/``select`` would differentiate both).
 
     Returns
     -------
     SolveResult
     """
-    x = jacobi_cholesky_solve(m, b)
-    ok = jnp.all(jnp.isfinite(x))
-    x = jax.lax.cond(ok, lambda: x, lambda: _pinv_solve(m, b))
+    n = m.shape[0]
+    ms, s = _scaled(jax.lax.stop_gradient(m))
+    lam, vec = jnp.linalg.eigh(ms)
+    cut = n * jnp.finfo(m.dtype).eps * jnp.max(jnp.abs(lam))
+    ok = lam[0] > cut
+    safe = jnp.where(ok, m, jnp.eye(n, dtype=m.dtype))
+    x_chol = jacobi_cholesky_solve(safe, b)
+    inv = jnp.where(lam > cut, 1.0 / jnp.where(lam > cut, lam, 1.0), 0.0)
+    x_pinv = (vec @ (inv * (vec.T @ (b / s)))) / s
+    x = jnp.where(ok, x_chol, x_pinv)
     return SolveResult(x, ~ok, jnp.all(jnp.isfinite(x)))
 
 

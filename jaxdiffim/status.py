@@ -22,7 +22,8 @@ __all__ = [
 OK = 0
 #: No valid candidate at the start, or none left after rejection.
 NO_CANDIDATES = 1
-#: The spatial system was not positive definite; the pseudo-inverse fallback was used.
+#: The spatial system is numerically singular (e.g. fewer used candidates than spatial
+#: terms); the pseudo-inverse fallback was used, which leaves unconstrained terms at 0.
 SINGULAR = 2
 #: The final solution is not finite.
 NONFINITE = 4

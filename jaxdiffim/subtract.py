@@ -111,6 +111,7 @@ def subtract_convolve_science(template, science, solution, config, subtract_back
     matched = matched_image(science, solution, config)
     dtype = science.image.dtype
     kappa = solution.kernel_sum.astype(dtype)
+    kappa = jnp.where(kappa != 0, kappa, 1.0)  # no candidates: the status says so; stay finite
     model = matched.image
     if subtract_background:
         model = model + background_image(solution, model.shape, config, dtype=dtype)

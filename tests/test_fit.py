@@ -241,3 +241,13 @@ def test_fit_inside_user_jit_and_vmap(default_fit):
         batched = jax.vmap(lambda c: jitted(tmpl.image, sci.image * c))(scales)
     np.testing.assert_allclose(np.asarray(batched), expected, rtol=1e-4)
     assert not jax.config.jax_enable_x64
+
+
+def test_integer_bbox_and_widths_do_not_recompile(default_fit):
+    sci, tmpl, sigmas, config, cands, _ = default_fit
+    config = config.replace(max_clip_rounds=6)  # a configuration no other test compiles
+    args = (tmpl.image, sci.image, tmpl.variance, sci.variance, cands, config)
+    fit_kernel(*args, np.array([1.0, 2.0, 3.0]), bbox=(0.0, 0.0, 255.0, 255.0))
+    before = fit_kernel_jit._cache_size()
+    fit_kernel(*args, np.array([1, 2, 3]), bbox=(0, 0, 255, 255))
+    assert fit_kernel_jit._cache_size() == before
