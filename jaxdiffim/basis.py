@@ -31,6 +31,7 @@ __all__ = [
     "alard_lupton_factors",
     "alard_lupton_transform",
     "alard_lupton_basis",
+    "alard_lupton_parts",
     "alard_lupton_sigmas",
     "delta_function_basis",
     "n_alard_lupton",
@@ -131,6 +132,12 @@ def alard_lupton_factors(sigmas, degrees, kernel_size):
     return jnp.stack(rows)
 
 
+def _raw_terms(phi, degrees):
+    """Raw term images ``R_r[v, u] = phi_ay(v) phi_ax(u)``, shape (n_b, k, k)."""
+    terms = al_terms(degrees)
+    return phi[terms.fy][:, :, None] * phi[terms.fx][:, None, :]
+
+
 def alard_lupton_transform(phi, degrees):
     """Renormalisation matrix ``T`` with ``B = T R`` (port of ``renormalizeKernelList``).
 
@@ -154,15 +161,31 @@ def alard_lupton_transform(phi, degrees):
     n_b = len(terms.gauss)
     sums = jnp.sum(phi, axis=1)
     s = sums[terms.fy] * sums[terms.fx]  # sum of each raw term
-    raw = phi[terms.fy][:, :, None] * phi[terms.fx][:, None, :]  # (n_b, k, k)
     eye = jnp.eye(n_b, dtype=phi.dtype)
     safe_s = jnp.where(terms.even, s, 1.0)
     rows = jnp.where(terms.even[:, None], eye / safe_s[:, None] - eye[0] / s[0], eye)
     rows = rows.at[0].set(eye[0] / s[0])
-    shaped = jnp.einsum("ir,rvu->ivu", rows, raw)
+    shaped = jnp.einsum("ir,rvu->ivu", rows, _raw_terms(phi, degrees))
     norms = jnp.sqrt(jnp.sum(shaped**2, axis=(1, 2)))
     norms = norms.at[0].set(1.0)  # B_0 keeps unit sum, not unit norm
     return rows / norms[:, None]
+
+
+def alard_lupton_parts(sigmas, degrees, kernel_size):
+    """Factors, renormalisation matrix and images of the Alard-Lupton basis.
+
+    Returns
+    -------
+    phi : Array, shape (n_f, k)
+        :func:`alard_lupton_factors`.
+    T : Array, shape (n_b, n_b)
+        :func:`alard_lupton_transform`.
+    basis : Array, shape (n_b, k, k)
+        ``T R``, as :func:`alard_lupton_basis`.
+    """
+    phi = alard_lupton_factors(sigmas, degrees, kernel_size)
+    t = alard_lupton_transform(phi, degrees)
+    return phi, t, jnp.einsum("ir,rvu->ivu", t, _raw_terms(phi, degrees))
 
 
 def alard_lupton_basis(sigmas, degrees, kernel_size):
@@ -173,10 +196,7 @@ def alard_lupton_basis(sigmas, degrees, kernel_size):
     basis : Array, shape (n_b, kernel_size, kernel_size)
         ``sum B_0 = 1``; ``sum B_i = 0`` and ``||B_i||_2 = 1`` for ``i >= 1``.
     """
-    phi = alard_lupton_factors(sigmas, degrees, kernel_size)
-    terms = al_terms(degrees)
-    raw = phi[terms.fy][:, :, None] * phi[terms.fx][:, None, :]
-    return jnp.einsum("ir,rvu->ivu", alard_lupton_transform(phi, degrees), raw)
+    return alard_lupton_parts(sigmas, degrees, kernel_size)[2]
 
 
 def renormalize_kernels(kernels):

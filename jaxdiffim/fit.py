@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import status as st
-from .basis import al_terms, alard_lupton_factors, alard_lupton_transform, delta_function_basis
+from .basis import alard_lupton_parts, delta_function_basis
 from .clipping import (
     cell_ids,
     clipped_mean_std,
@@ -189,11 +189,7 @@ def make_basis(config, sigmas=None, dtype=FIT_DTYPE):
     k = config.kernel_size
     if config.is_alard_lupton:
         sigmas = jnp.asarray(DEFAULT_SIGMAS if sigmas is None else sigmas).astype(dtype)
-        phi = alard_lupton_factors(sigmas, config.degrees, k)
-        terms = al_terms(config.degrees)
-        t = alard_lupton_transform(phi, config.degrees)
-        raw = phi[terms.fy][:, :, None] * phi[terms.fx][:, None, :]
-        images = jnp.einsum("ir,rvu->ivu", t, raw)
+        phi, t, images = alard_lupton_parts(sigmas, config.degrees, k)
     else:
         phi = jnp.zeros((0, k), dtype)
         images = delta_function_basis(k, dtype)

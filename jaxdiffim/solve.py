@@ -36,9 +36,12 @@ class SolveResult(NamedTuple):
     finite: jax.Array
 
 
-def _scale(m):
+def _scaled(m):
+    """Symmetrised, Jacobi-scaled ``D^-1/2 M D^-1/2`` and the scale ``sqrt(diag M)``."""
+    m = 0.5 * (m + m.T)
     d = jnp.diagonal(m)
-    return jnp.sqrt(jnp.where(d > 0, d, 1.0))
+    s = jnp.sqrt(jnp.where(d > 0, d, 1.0))
+    return m / (s[:, None] * s[None, :]), s
 
 
 def jacobi_cholesky_solve(m, b):
@@ -53,16 +56,8 @@ def jacobi_cholesky_solve(m, b):
     -------
     Array, shape (n,); NaN where ``m`` is not numerically positive definite.
     """
-    m = 0.5 * (m + m.T)
-    s = _scale(m)
-    ms = m / (s[:, None] * s[None, :])
+    ms, s = _scaled(m)
     return jsl.solve(ms, b / s, assume_a="pos") / s
-
-
-def _scaled(m):
-    m = 0.5 * (m + m.T)
-    s = _scale(m)
-    return m / (s[:, None] * s[None, :]), s
 
 
 def solve_with_fallback(m, b):
