@@ -4,9 +4,7 @@ A mask is an integer array; plane ``NAME`` is bit ``MASK_PLANES[NAME]`` (afw
 ``Mask::addMaskPlane`` defaults). The functional core only needs a few of them.
 """
 
-import jax.numpy as jnp
-
-__all__ = ["MASK_PLANES", "bit", "plane_mask"]
+__all__ = ["MASK_PLANES", "bit"]
 
 #: afw's default plane numbers.
 MASK_PLANES = {
@@ -25,11 +23,3 @@ MASK_PLANES = {
 def bit(name):
     """Integer value of plane ``name`` (``1 << MASK_PLANES[name]``)."""
     return 1 << MASK_PLANES[name]
-
-
-def plane_mask(mask, names):
-    """Boolean array: True where any of the planes ``names`` is set in ``mask``."""
-    value = 0
-    for name in names:
-        value |= bit(name)
-    return (jnp.asarray(mask) & value) != 0

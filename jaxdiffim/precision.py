@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from .errors import PrecisionUnavailableError
 
-__all__ = ["FIT_DTYPE", "fit_precision", "float64_available"]
+__all__ = ["FIT_DTYPE", "fit_precision"]
 
 #: dtype of the normal equations, their solution and the stamp design matrices.
 FIT_DTYPE = jnp.float64
@@ -32,11 +32,6 @@ try:  # JAX >= 0.8: a scoped state; the name is private but stable since its int
     from jax._src.config import explicit_x64_dtypes as _explicit_x64_dtypes
 except ImportError:  # pragma: no cover - depends on the installed JAX
     _explicit_x64_dtypes = None
-
-
-def float64_available():
-    """Return True if float64 can be used inside :func:`fit_precision`."""
-    return bool(jax.config.jax_enable_x64) or _explicit_x64_dtypes is not None
 
 
 @contextlib.contextmanager

@@ -24,26 +24,9 @@ def problem():
     x = rng.uniform(18, SIZE - 18, 9)
     y = rng.uniform(18, SIZE - 18, 9)
     flux = rng.uniform(300, 900, 9)
-    tmpl = make_test_image(
-        psf_sigma=1.5,
-        noise_level=0.5,
-        noise_seed=1,
-        size=(SIZE, SIZE),
-        x=x,
-        y=y,
-        flux=flux,
-        kernel_size=15,
-    )
-    sci = make_test_image(
-        psf_sigma=1.9,
-        noise_level=0.5,
-        noise_seed=2,
-        size=(SIZE, SIZE),
-        x=x,
-        y=y,
-        flux=1.1 * flux,
-        kernel_size=15,
-    )
+    common = dict(noise_level=0.5, size=(SIZE, SIZE), x=x, y=y, kernel_size=15)
+    tmpl = make_test_image(psf_sigma=1.5, noise_seed=1, flux=flux, **common)
+    sci = make_test_image(psf_sigma=1.9, noise_seed=2, flux=1.1 * flux, **common)
     cands = make_candidates(x, y, flux)  # capacity 32: 23 padded rows
     assert cands.x.shape == (32,)
     return tmpl, sci, cands

@@ -82,22 +82,9 @@ def test_background_subtraction(mode):
     coeffs = [2.2, 2.1, 2.0, 1.2, 1.1, 1.0]
     size = 512
     bg = chebyshev_background(coeffs, size)
-    sci = make_test_image(
-        psf_sigma=2.0,
-        noise_level=1.0,
-        noise_seed=6,
-        size=(size, size),
-        n_src=80,
-        background=lambda xx, yy: bg[yy, xx],
-    )
-    tmpl = make_test_image(
-        psf_sigma=2.0,
-        noise_level=1.0,
-        noise_seed=7,
-        size=(size, size),
-        n_src=80,
-        template_border=20,
-    )
+    common = dict(psf_sigma=2.0, noise_level=1.0, size=(size, size), n_src=80)
+    sci = make_test_image(noise_seed=6, background=lambda xx, yy: bg[yy, xx], **common)
+    tmpl = make_test_image(noise_seed=7, template_border=20, **common)
     diff, sol, _ = run(sci, tmpl, mode, sub_bg=True)
     fitted = np.asarray(sol.background_coefficients)
     if mode == "convolveScience":
