@@ -13,12 +13,16 @@ from .basis import (
 from .config import KernelFitConfig
 from .convolve import MaskedImage, apply_kernel, dilate_mask, fft_correlate, term_kernels
 from .errors import (
+    BadSubtractionError,
+    InsufficientKernelSourcesError,
     InvalidInputError,
     JaxDiffimError,
     KernelFitError,
     NoKernelCandidatesError,
+    NoWorkFound,
     PrecisionUnavailableError,
     SingularSystemError,
+    VarianceScalingError,
 )
 from .fit import KernelSolution, fit_kernel, fit_kernel_jit
 from .masks import MASK_PLANES
@@ -42,6 +46,8 @@ __all__ = [
     "MASK_PLANES",
     "Candidates",
     "Difference",
+    "BadSubtractionError",
+    "InsufficientKernelSourcesError",
     "InvalidInputError",
     "JaxDiffimError",
     "KernelFitConfig",
@@ -49,8 +55,10 @@ __all__ = [
     "KernelSolution",
     "MaskedImage",
     "NoKernelCandidatesError",
+    "NoWorkFound",
     "PrecisionUnavailableError",
     "SingularSystemError",
+    "VarianceScalingError",
     "alard_lupton_basis",
     "alard_lupton_sigmas",
     "apply_kernel",

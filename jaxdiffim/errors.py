@@ -13,6 +13,10 @@ __all__ = [
     "NoKernelCandidatesError",
     "SingularSystemError",
     "PrecisionUnavailableError",
+    "NoWorkFound",
+    "InsufficientKernelSourcesError",
+    "BadSubtractionError",
+    "VarianceScalingError",
 ]
 
 
@@ -41,3 +45,33 @@ class SingularSystemError(KernelFitError):
 
 class PrecisionUnavailableError(JaxDiffimError, RuntimeError):
     """float64 arithmetic is needed but this JAX cannot provide it."""
+
+
+class NoWorkFound(JaxDiffimError, RuntimeError):
+    """There is nothing to subtract: the template covers too little of the science image.
+
+    Port of ``lsst.pipe.base.NoWorkFound`` as raised by ip_diffim's ``checkTemplateIsSufficient``.
+    """
+
+
+class InsufficientKernelSourcesError(KernelFitError):
+    """Fewer kernel sources survived selection than ``min_kernel_sources``.
+
+    Port of ip_diffim's ``InsufficientKernelSourcesError`` (a ``RuntimeError``).
+    """
+
+
+class BadSubtractionError(JaxDiffimError, RuntimeError):
+    """The difference image leaves too much of the science image's stars behind.
+
+    Port of ip_diffim's ``BadSubtractionError`` (``detectAndMeasure.py``): raised when the mean
+    or the scatter of the footprint residual ratio exceeds its threshold.
+    """
+
+
+class VarianceScalingError(JaxDiffimError, RuntimeError):
+    """The variance plane is so far from the pixel noise that rescaling it is not credible.
+
+    Raised by :func:`jaxdiffim.scale_variance.scale_variance` when both of meas_algorithms'
+    ``ScaleVarianceTask`` estimates exceed the limit.
+    """

@@ -4,7 +4,9 @@ A mask is an integer array; plane ``NAME`` is bit ``MASK_PLANES[NAME]`` (afw
 ``Mask::addMaskPlane`` defaults). The functional core only needs a few of them.
 """
 
-__all__ = ["MASK_PLANES", "bit"]
+from .errors import InvalidInputError
+
+__all__ = ["MASK_PLANES", "bit", "bits"]
 
 #: afw's default plane numbers.
 MASK_PLANES = {
@@ -17,9 +19,37 @@ MASK_PLANES = {
     "DETECTED_NEGATIVE": 6,
     "SUSPECT": 7,
     "NO_DATA": 8,
+    # Planes the LSST pipelines add at run time; fixed numbers here so that an integer mask
+    # means the same everywhere (FITS files map their own numbering through MP_* keywords).
+    "HIGH_VARIANCE": 9,
+    "FAKE": 10,
+    "INJECTED": 11,
+    "INJECTED_CORE": 12,
+    "SAT_TEMPLATE": 13,
+    "INJECTED_TEMPLATE": 14,
+    "INJECTED_CORE_TEMPLATE": 15,
+    "STREAK": 16,
 }
 
 
 def bit(name):
     """Integer value of plane ``name`` (``1 << MASK_PLANES[name]``)."""
     return 1 << MASK_PLANES[name]
+
+
+def bits(names):
+    """OR of the plane values of ``names`` (an iterable of plane names; unknown names raise).
+
+    Raises
+    ------
+    InvalidInputError
+        For a name that is not in :data:`MASK_PLANES`.
+    """
+    out = 0
+    for name in names:
+        if name not in MASK_PLANES:
+            raise InvalidInputError(
+                f"Unknown mask plane {name!r}; known planes: {sorted(MASK_PLANES)}."
+            )
+        out |= 1 << MASK_PLANES[name]
+    return out
