@@ -179,7 +179,7 @@ def edge_mask(shape, kernel_size):
     return jnp.asarray(rows[:, None] | cols[None, :])
 
 
-def apply_kernel(masked, kernels, bbox, order, kind, origin=(0.0, 0.0), tile=None):
+def apply_kernel(masked, kernels, bbox, order, kind, origin=(0.0, 0.0), tile=None, preserve_bits=0):
     """Convolve a masked image with a spatially varying kernel (afw orientation).
 
     Parameters
@@ -192,6 +192,9 @@ def apply_kernel(masked, kernels, bbox, order, kind, origin=(0.0, 0.0), tile=Non
         The spatial model, as in :func:`spatial_factors`.
     tile : int, optional
         FFT tile size.
+    preserve_bits : int
+        Mask bits copied as they are instead of being smeared over the kernel footprint
+        (ip_diffim's preserved template planes).
 
     Returns
     -------
@@ -202,7 +205,8 @@ def apply_kernel(masked, kernels, bbox, order, kind, origin=(0.0, 0.0), tile=Non
     image, variance, mask = masked
     k = kernels.shape[-1]
     bad = ~(jnp.isfinite(image) & jnp.isfinite(variance))
-    mask = jnp.where(bad, mask | bit("NO_DATA"), mask)
+    kept = mask & preserve_bits
+    mask = jnp.where(bad, (mask & ~preserve_bits) | bit("NO_DATA"), mask & ~preserve_bits)
     img0 = jnp.where(bad, 0.0, image)
     var0 = jnp.where(bad, 0.0, variance)
     fy, fx = spatial_factors(image.shape, order, bbox, kind, origin)
@@ -217,5 +221,5 @@ def apply_kernel(masked, kernels, bbox, order, kind, origin=(0.0, 0.0), tile=Non
     edge = edge_mask(image.shape, k)
     out = jnp.where(edge, img0, out)
     out_var = jnp.where(edge, var0, out_var)
-    out_mask = dilate_mask(mask, k) | jnp.where(edge, bit("EDGE"), 0).astype(mask.dtype)
+    out_mask = dilate_mask(mask, k) | kept | jnp.where(edge, bit("EDGE"), 0).astype(mask.dtype)
     return MaskedImage(out, out_var, out_mask)

@@ -24,8 +24,12 @@ __all__ = ["MODES", "subtract_images"]
 MODES = ("convolveTemplate", "convolveScience")
 
 
-@functools.partial(jax.jit, static_argnames=("config", "mode", "subtract_background"))
-def _subtract(template, science, candidates, sigmas, bbox, config, mode, subtract_background):
+@functools.partial(
+    jax.jit, static_argnames=("config", "mode", "subtract_background", "preserve_bits")
+)
+def _subtract(
+    template, science, candidates, sigmas, bbox, config, mode, subtract_background, preserve_bits
+):
     if mode == "convolveTemplate":
         convolved, reference, subtract = template, science, subtract_convolve_template
     else:
@@ -40,7 +44,8 @@ def _subtract(template, science, candidates, sigmas, bbox, config, mode, subtrac
         bbox,
         config=config,
     )
-    return subtract(template, science, solution, config, subtract_background), solution
+    diff = subtract(template, science, solution, config, subtract_background, preserve_bits)
+    return diff, solution
 
 
 def subtract_images(
@@ -54,6 +59,7 @@ def subtract_images(
     subtract_background=False,
     bbox=None,
     check=True,
+    preserve_bits=0,
 ):
     """PSF-match and subtract two masked images on the same pixel grid.
 
@@ -74,6 +80,8 @@ def subtract_images(
         Box of the spatial model (default the whole array).
     check : bool
         Validate inputs and raise for a fatal fit status; pass False inside ``jit``/``grad``.
+    preserve_bits : int
+        Mask bits of the convolved image copied without smearing (static).
 
     Returns
     -------
@@ -104,7 +112,15 @@ def subtract_images(
     )
     with fit_precision():
         diff, solution = _subtract(
-            template, science, candidates, sigmas, bbox, config, mode, subtract_background
+            template,
+            science,
+            candidates,
+            sigmas,
+            bbox,
+            config,
+            mode,
+            subtract_background,
+            int(preserve_bits),
         )
     if check:
         st.raise_for_status(solution.status)

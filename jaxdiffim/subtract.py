@@ -22,10 +22,12 @@ from typing import NamedTuple
 import jax.numpy as jnp
 
 from .convolve import MaskedImage, apply_kernel, spatial_factors, term_kernels
+from .spatial import spatial_terms
 
 __all__ = [
     "Difference",
     "background_image",
+    "kernel_image",
     "matched_image",
     "subtract_convolve_template",
     "subtract_convolve_science",
@@ -56,7 +58,22 @@ def background_image(solution, shape, config, origin=(0.0, 0.0), dtype=jnp.float
     return jnp.einsum("m,my,mx->yx", beta, gy.astype(dtype), gx.astype(dtype))
 
 
-def matched_image(masked, solution, config, origin=(0.0, 0.0), tile=None):
+def kernel_image(solution, x, y, config):
+    """The fitted kernel image at position ``(x, y)`` (the frame of ``solution.bbox``).
+
+    Returns
+    -------
+    Array, shape (k, k)
+        Not normalised; its sum is the kernel sum at ``(x, y)``.
+    """
+    terms = spatial_terms(
+        x, y, config.spatial_kernel_order, solution.bbox, config.spatial_model_type
+    )
+    per_term = term_kernels(solution.basis, solution.kernel_coefficients)
+    return jnp.einsum("k,kvu->vu", terms.astype(per_term.dtype), per_term)
+
+
+def matched_image(masked, solution, config, origin=(0.0, 0.0), tile=None, preserve_bits=0):
     """Convolve ``masked`` with the fitted spatially varying kernel (:func:`apply_kernel`)."""
     dtype = masked.image.dtype
     kernels = term_kernels(solution.basis, solution.kernel_coefficients).astype(dtype)
@@ -68,10 +85,13 @@ def matched_image(masked, solution, config, origin=(0.0, 0.0), tile=None):
         config.spatial_model_type,
         origin,
         tile,
+        preserve_bits,
     )
 
 
-def subtract_convolve_template(template, science, solution, config, subtract_background=False):
+def subtract_convolve_template(
+    template, science, solution, config, subtract_background=False, preserve_bits=0
+):
     """``D = S - K ⊛ T (- bg)`` for a kernel fitted with ``K ⊛ T + bg ≈ S``.
 
     Parameters
@@ -83,12 +103,14 @@ def subtract_convolve_template(template, science, solution, config, subtract_bac
     config : KernelFitConfig
     subtract_background : bool
         Also remove the fitted background (``doSubtractBackground``).
+    preserve_bits : int
+        Mask bits of the convolved image that are not smeared by the convolution.
 
     Returns
     -------
     Difference
     """
-    matched = matched_image(template, solution, config)
+    matched = matched_image(template, solution, config, preserve_bits=preserve_bits)
     diff = science.image - matched.image
     if subtract_background:
         diff = diff - background_image(solution, diff.shape, config, dtype=diff.dtype)
@@ -96,7 +118,9 @@ def subtract_convolve_template(template, science, solution, config, subtract_bac
     return Difference(out, matched)
 
 
-def subtract_convolve_science(template, science, solution, config, subtract_background=False):
+def subtract_convolve_science(
+    template, science, solution, config, subtract_background=False, preserve_bits=0
+):
     """``D = (K ⊛ S (+ bg) - T) / κ`` for a kernel fitted with ``K ⊛ S + bg ≈ T``.
 
     ``κ`` is ``solution.kernel_sum`` (the kernel sum at the centre of the fit box), the
@@ -108,7 +132,7 @@ def subtract_convolve_science(template, science, solution, config, subtract_back
     Difference
         ``matched`` is ``K ⊛ S / κ`` with variance ``K² ⊛ var_S / κ²``.
     """
-    matched = matched_image(science, solution, config)
+    matched = matched_image(science, solution, config, preserve_bits=preserve_bits)
     dtype = science.image.dtype
     kappa = solution.kernel_sum.astype(dtype)
     kappa = jnp.where(kappa != 0, kappa, 1.0)  # no candidates: the status says so; stay finite

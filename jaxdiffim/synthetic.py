@@ -14,7 +14,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["TestImage", "gaussian_stamp", "plant_stars", "make_test_image"]
+__all__ = [
+    "TestImage",
+    "VaryingPair",
+    "gaussian_stamp",
+    "plant_stars",
+    "make_test_image",
+    "make_varying_psf_pair",
+]
 
 
 class TestImage(NamedTuple):
@@ -159,3 +166,78 @@ def make_test_image(
         noiseless = noiseless + background(xx, yy)
     image = (noiseless + noise).astype(np.float32)
     return TestImage(image, variance, noiseless, x, y, flux, float(psf_sigma), b)
+
+
+class VaryingPair(NamedTuple):
+    """A template/science pair whose science PSF width changes across the field.
+
+    Attributes
+    ----------
+    template, science : tuple (image, variance) of float32 arrays, shape (H, W)
+    template_sigma : float
+        Constant template PSF width in pixels.
+    science_sigma : callable
+        ``science_sigma(x)``: the science PSF width in pixels at column ``x``.
+    x, y, flux : ndarray
+        Star positions (array pixels) and template fluxes.
+    flux_scale : float
+        Science flux / template flux.
+    """
+
+    template: tuple
+    science: tuple
+    template_sigma: float
+    science_sigma: object
+    x: np.ndarray
+    y: np.ndarray
+    flux: np.ndarray
+    flux_scale: float
+
+
+def make_varying_psf_pair(
+    size=512,
+    n_src=200,
+    template_sigma=1.6,
+    science_sigma_range=(2.0, 2.5),
+    flux_scale=1.08,
+    sky_gradient=(20.0, 0.02, 0.01),
+    noise=(2.0, 2.0),
+    flux_range=(2000.0, 20000.0),
+    seed=11,
+):
+    """A pair for spatially varying matching: PSF gradient, flux-scale and sky difference.
+
+    The science PSF width grows linearly in x from ``science_sigma_range[0]`` to
+    ``science_sigma_range[1]`` (25 % by default); science fluxes are ``flux_scale`` times the
+    template's; the science image has a sky plane ``a + b x + c y``; both images have white
+    Gaussian noise of the given standard deviations and exact constant variance planes.
+    """
+    rng = np.random.RandomState(seed)
+    lo, hi = science_sigma_range
+
+    def science_sigma(x):
+        return lo + (hi - lo) * np.asarray(x, float) / (size - 1)
+
+    margin = 20
+    x = rng.uniform(margin, size - margin, n_src)
+    y = rng.uniform(margin, size - margin, n_src)
+    flux = np.exp(rng.uniform(np.log(flux_range[0]), np.log(flux_range[1]), n_src))
+    tmpl = plant_stars((size, size), x, y, flux, template_sigma, 48)
+    sci = plant_stars((size, size), x, y, flux * flux_scale, science_sigma(x), 48)
+    yy, xx = np.mgrid[0:size, 0:size]
+    a, b, c = sky_gradient
+    sci = sci + a + b * xx + c * yy
+    tmpl = tmpl + rng.normal(0.0, noise[0], tmpl.shape)
+    sci = sci + rng.normal(0.0, noise[1], sci.shape)
+    tv = np.full(tmpl.shape, noise[0] ** 2, np.float32)
+    sv = np.full(sci.shape, noise[1] ** 2, np.float32)
+    return VaryingPair(
+        (tmpl.astype(np.float32), tv),
+        (sci.astype(np.float32), sv),
+        float(template_sigma),
+        science_sigma,
+        x,
+        y,
+        flux,
+        float(flux_scale),
+    )

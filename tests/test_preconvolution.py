@@ -1,0 +1,135 @@
+"""Ports of ip_diffim's AlardLuptonPreconvolveSubtractTest (score images)."""
+
+import numpy as np
+import pytest
+from test_alard_lupton import BASE, catalogue, detected, psf, stats_pixels
+from utils import meanclip
+
+from jaxdiffim import InvalidInputError
+from jaxdiffim.alard_lupton import alard_lupton_preconvolve_subtract
+from jaxdiffim.masks import bit
+from jaxdiffim.preconvolution import preconvolution_kernel
+from jaxdiffim.synthetic import make_test_image
+
+
+def nea(sigma):
+    p = psf(sigma)
+    return 1.0 / np.sum((p / p.sum()) ** 2)
+
+
+def scene(psf_sigma, noise, seed, border=0):
+    """ip_diffim's preconvolution tests use 400² images (smoothed noise needs the pixels)."""
+    return make_test_image(
+        psf_sigma=psf_sigma,
+        noise_level=noise,
+        noise_seed=seed,
+        n_src=40,
+        size=(400, 400),
+        template_border=border,
+    )
+
+
+def score(sci, tmpl, config=BASE):
+    return alard_lupton_preconvolve_subtract(
+        detected(tmpl),
+        detected(sci),
+        psf(tmpl.psf_sigma),
+        psf(sci.psf_sigma),
+        catalogue(sci),
+        config,
+    )
+
+
+def test_equal_images():
+    sigma = 1.0
+    sci = scene(2.4, sigma, 6)
+    tmpl = scene(2.4, sigma, 7, border=20)
+    res = score(sci, tmpl)
+    s = np.asarray(res.difference.image)
+    assert np.isfinite(s).all()
+    good = stats_pixels(res, sci)
+    assert abs(meanclip(s[good])[0]) < 5 * sigma / np.sqrt(s.size)
+    expected = np.sqrt(2) * sigma / np.sqrt(nea(2.4))
+    assert np.std(s[good]) == pytest.approx(expected, rel=0.1)
+    # the variance plane describes the score's noise
+    assert meanclip(np.asarray(res.difference.variance)[good])[0] == pytest.approx(
+        expected**2, rel=0.1
+    )
+    # the border the PSF cannot reach is EDGE
+    half = 31 // 2
+    mask = np.asarray(res.difference.mask)
+    assert (mask[:half] & bit("EDGE")).all() and (mask[:, -half:] & bit("EDGE")).all()
+    assert not (mask[40:-40, 40:-40] & bit("EDGE")).any()
+
+
+def test_agnostic_template_psf():
+    """Templates of seeing σ 2.8 and 2.0 give the same score to within the noise."""
+    sigma = 0.3
+    sci = scene(2.4, sigma, 6)
+    t1 = scene(2.8, sigma, 7, border=20)
+    t2 = scene(2.0, sigma, 8, border=20)
+    one, two = score(sci, t1), score(sci, t2)
+    delta = np.asarray(one.difference.image) - np.asarray(two.difference.image)
+    good = stats_pixels(one, sci) & stats_pixels(two, sci)
+    assert abs(meanclip(delta[good])[0]) < 5 * 2 * sigma / np.sqrt(good.sum())
+    assert np.std(delta[good]) == pytest.approx(np.sqrt(2) * sigma / np.sqrt(nea(2.4)), rel=0.1)
+
+
+def test_preconvolution_kernel_validation():
+    with pytest.raises(ValueError, match="odd"):
+        preconvolution_kernel(np.ones((4, 4)))
+    with pytest.raises(InvalidInputError, match="finite"):
+        preconvolution_kernel(np.full((5, 5), np.nan))
+    k = preconvolution_kernel(psf(2.0) * 7.0)
+    assert float(k.sum()) == pytest.approx(1.0, rel=1e-6)
+
+
+def test_background_subtraction():
+    """512² science with a quadratic Chebyshev sky: 6 parameters within 20 %, score std right."""
+    from test_subtract import chebyshev_background
+
+    coeffs = [2.2, 2.1, 2.0, 1.2, 1.1, 1.0]
+    size = 512
+
+    def sky(xx, yy):
+        return chebyshev_background(coeffs, size)[yy, xx]
+
+    sigma = 1.0
+    sci = make_test_image(
+        psf_sigma=2.0, noise_level=sigma, noise_seed=6, size=(size, size), background=sky
+    )
+    tmpl = make_test_image(
+        psf_sigma=2.0, noise_level=sigma, noise_seed=7, size=(size, size), template_border=20
+    )
+    res = score(sci, tmpl, BASE.replace(do_subtract_background=True))
+    np.testing.assert_allclose(res.metrics["backgroundParameters"], coeffs, rtol=0.2)
+    s = np.asarray(res.difference.image)
+    good = stats_pixels(res, sci)
+    assert np.std(s[good]) == pytest.approx(np.sqrt(2) * sigma / np.sqrt(nea(2.0)), rel=0.12)
+
+
+@pytest.mark.parametrize("decorrelate", [False, True])
+def test_scale_variance(decorrelate):
+    """Score variance ≈ var_S / NEA + (decorrelated: var_T / NEA; else the matched template's
+    variance), ×1.345 restored by the rescaling, within 10 %."""
+    sci = scene(2.4, 4.0, 6)
+    tmpl = scene(2.0, 2.0, 7, border=20)
+    t, s = detected(tmpl), detected(sci)
+    t = t._replace(variance=t.variance / np.float32(1.345))
+    s = s._replace(variance=s.variance / np.float32(1.345))
+    config = BASE.replace(do_decorrelation=decorrelate)
+    res = alard_lupton_preconvolve_subtract(
+        t, s, psf(tmpl.psf_sigma), psf(sci.psf_sigma), catalogue(sci), config
+    )
+    assert res.metrics["scaleScienceVarianceFactor"] == pytest.approx(1.345, abs=0.05)
+    good = stats_pixels(res, sci)
+
+    def mean(a):
+        return meanclip(np.asarray(a)[good])[0]
+
+    expected = mean(s.variance) * 1.345 / nea(2.4)
+    if decorrelate:
+        expected += mean(t.variance) * 1.345 / nea(2.4)
+    else:
+        expected += mean(res.matched_template.variance)
+    assert mean(res.difference.variance) == pytest.approx(expected, rel=0.1)
