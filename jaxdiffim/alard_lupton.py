@@ -23,7 +23,9 @@ structured array) with ``x`` and ``y`` and optionally ``flux`` with ``flux_err``
 
 Deliberate differences from ip_diffim: ``SAT_TEMPLATE`` is in the default
 ``exclude_mask_planes`` (ip_diffim renames the template's ``SAT`` before selecting sources, so
-its check never sees saturated template stars); non-finite difference pixels get ``NO_DATA``.
+its check never sees saturated template stars); non-finite difference pixels get ``NO_DATA``; a
+singular spatial system (kernel sources that cannot constrain the spatial model) raises
+:class:`SingularSystemError`, where ip_diffim falls back to a pseudo-inverse and goes on.
 """
 
 import dataclasses
@@ -31,7 +33,6 @@ import logging
 import time
 from typing import NamedTuple
 
-import jax.numpy as jnp
 import numpy as np
 
 from . import status as st
@@ -39,12 +40,14 @@ from .basis import FWHM_PER_SIGMA, alard_lupton_sigmas
 from .config import KernelFitConfig
 from .convolve import MaskedImage
 from .decorrelation import decorrelate, decorrelate_spatially, mean_variance
+from .detection import detect_sources
 from .errors import (
     BadSubtractionError,
     InvalidInputError,
     KernelFitError,
     NoWorkFound,
     SingularSystemError,
+    VarianceScalingError,
 )
 from .inputs import (
     PRESERVE_TEMPLATE_MASK,
@@ -64,7 +67,7 @@ from .psf_shape import (
 )
 from .quality import check_subtraction_quality, footprint_residual_ratio
 from .scale_variance import scale_variance
-from .sources import detect_sources, select_kernel_sources
+from .sources import select_kernel_sources
 from .stamps import make_candidates
 from .subtract import background_image, kernel_image
 
@@ -178,6 +181,13 @@ class SubtractionConfig:
                 raise InvalidInputError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
         if self.decorrelation_nodes < 1:
             raise InvalidInputError("decorrelation_nodes must be >= 1.")
+        for name in self.rename_template_mask:
+            if name + "_TEMPLATE" not in MASK_PLANES:
+                known = [n[: -len("_TEMPLATE")] for n in MASK_PLANES if n.endswith("_TEMPLATE")]
+                raise InvalidInputError(
+                    f"rename_template_mask: there is no {name}_TEMPLATE plane; "
+                    f"renamable planes are {known}."
+                )
         for planes in (
             self.exclude_mask_planes,
             self.bad_mask_planes,
@@ -201,7 +211,9 @@ class SubtractionResult(NamedTuple):
         The two images that were subtracted (one of them convolved).
     background : numpy.ndarray, shape (H, W)
         The fitted differential background model on the science grid, with ip_diffim's sign
-        (negated in convolveScience mode).
+        (negated in convolveScience mode, and divided by κ there, so that
+        ``difference = matched_science - matched_template - background`` before decorrelation
+        when ``do_subtract_background``).
     solution : KernelSolution
         The spatially varying kernel (:func:`jaxdiffim.subtract.kernel_image` evaluates it).
     kernel_config : KernelFitConfig
@@ -227,13 +239,14 @@ class SubtractionResult(NamedTuple):
     metrics: dict
 
 
-def _as_masked(name, masked):
+def _as_masked(name, masked, dtype=None):
     if not isinstance(masked, MaskedImage):
         raise InvalidInputError(f"{name} must be a MaskedImage(image, variance, mask).")
     image = np.asarray(masked.image)
     if image.ndim != 2:
         raise InvalidInputError(f"{name}.image must be 2-D, got shape {image.shape}.")
-    dtype = image.dtype if image.dtype in (np.float32, np.float64) else np.float32
+    if dtype is None:
+        dtype = image.dtype if image.dtype in (np.float32, np.float64) else np.float32
     var = np.asarray(masked.variance)
     mask = np.asarray(masked.mask)
     if var.shape != image.shape or mask.shape != image.shape:
@@ -282,8 +295,8 @@ class _Prepared(NamedTuple):
 
 def _prepare(template, science, template_psf, science_psf, config, calibrations):
     """Steps 1-3 of ip_diffim's ``_prepareInputs``."""
-    template = _as_masked("template", template)
     science = _as_masked("science", science)
+    template = _as_masked("template", template, science.image.dtype)
     if template.image.shape != science.image.shape:
         raise InvalidInputError(
             f"template {template.image.shape} and science {science.image.shape} must be on one "
@@ -398,11 +411,13 @@ def _kernel_sources(
     return {"x": x[idx], "y": y[idx], "index": idx, "rating": rating}
 
 
-def _unsmeared_bits(config):
-    """Planes copied through the convolution unsmeared: the preserved and the label planes."""
+def _unsmeared_bits(config, template=True):
+    """Planes copied through a convolution unsmeared: labels (injections, renamed template
+    planes) always, and the preserved template planes when the template is convolved."""
     labels = [name + "_TEMPLATE" for name in config.rename_template_mask]
     labels += ["INJECTED", "INJECTED_CORE", "INJECTED_TEMPLATE"]
-    return bits(config.preserve_template_mask) | bits(n for n in labels if n in MASK_PLANES)
+    out = bits(n for n in labels if n in MASK_PLANES)
+    return out | bits(config.preserve_template_mask) if template else out
 
 
 def _fit_and_subtract(template, science, chosen, sigmas, kcfg, mode, config, coverage):
@@ -417,7 +432,7 @@ def _fit_and_subtract(template, science, chosen, sigmas, kcfg, mode, config, cov
             sigmas,
             mode=mode,
             subtract_background=config.do_subtract_background,
-            preserve_bits=_unsmeared_bits(config),
+            preserve_bits=_unsmeared_bits(config, mode == "convolveTemplate"),
         )
         code = int(solution.status)
         if code & st.SINGULAR:
@@ -433,7 +448,7 @@ def _fit_and_subtract(template, science, chosen, sigmas, kcfg, mode, config, cov
         raise
 
 
-def _finish(diff, metrics, chosen, reference, radius, config, t_start):
+def _finish(diff, metrics, chosen, reference, radius, t_start):
     """Flag non-finite pixels, QA against ``reference`` (same filtering as ``diff``), timings."""
     image = np.asarray(diff.image)
     mask = np.asarray(diff.mask)
@@ -444,14 +459,10 @@ def _finish(diff, metrics, chosen, reference, radius, config, t_start):
     )
     metrics["differenceFootprintRatioMean"] = ratio.mean
     metrics["differenceFootprintRatioStdev"] = ratio.std
+    if not np.isfinite(ratio.mean):
+        log.warning("No kernel source has a usable footprint; the residual ratio is undefined.")
     metrics["timings"]["total"] = time.perf_counter() - t_start
-    if config.raise_on_bad_subtraction_ratio:
-        check_subtraction_quality(
-            ratio,
-            config.bad_subtraction_ratio_threshold,
-            config.bad_subtraction_variation_threshold,
-        )
-    return diff
+    return diff, ratio
 
 
 def _solution_metrics(metrics, solution, chosen):
@@ -471,8 +482,16 @@ def _centre_kernel(solution, kcfg):
 
 def _decorrelate(diff, solution, kcfg, unconvolved, convolved, config, scale, preconv=None):
     """Step 7 with the unconvolved/convolved roles of the mode (score: ``preconv``)."""
-    s2_u = mean_variance(unconvolved.variance, unconvolved.mask)
-    s2_c = mean_variance(convolved.variance, convolved.mask)
+    s2_u = float(mean_variance(unconvolved.variance, unconvolved.mask))
+    s2_c = float(mean_variance(convolved.variance, convolved.mask))
+    for name, value in (("unconvolved", s2_u), ("convolved", s2_c)):
+        if not (np.isfinite(value) and value > 0):
+            raise VarianceScalingError(
+                f"The {name} image's variance plane has no usable positive pixels (clipped mean "
+                f"{value}); give a positive variance plane or unmask some pixels."
+            )
+    if s2_c / s2_u > 1e8:
+        log.warning("Decorrelation: variance ratio %.3g exceeds 1e8.", s2_c / s2_u)
     common = (unconvolved.variance, convolved.variance, s2_u, s2_c, preconv, scale)
     complete = config.complete_var_plane_propagation
     if config.spatially_varying_decorrelation:
@@ -583,8 +602,8 @@ def alard_lupton_subtract(
         matched_template, matched_science = diff.matched, science
         unconvolved, convolved, scale = science, template, 1.0
     else:
-        background = -background
         safe = kappa if kappa != 0 else 1.0
+        background = -background / safe
         matched_template = MaskedImage(
             template.image / safe, template.variance / safe**2, template.mask
         )
@@ -621,21 +640,27 @@ def _sources_out(chosen, solution):
 
 
 def _finalize_result(result, reference, radius, config, t0):
-    """Run :func:`_finish`; a QA exception carries the result in its ``result`` attribute."""
-    try:
-        diff = _finish(
-            result.difference,
-            result.metrics,
-            result.kernel_sources,
-            reference,
-            radius,
-            config,
-            t0,
-        )
-    except BadSubtractionError as err:
-        err.result = result
-        raise
-    return result._replace(difference=diff)
+    """Finish the result; a QA exception carries the finished result in its ``result``."""
+    diff, ratio = _finish(
+        result.difference,
+        result.metrics,
+        result.kernel_sources,
+        reference,
+        radius,
+        t0,
+    )
+    result = result._replace(difference=diff)
+    if config.raise_on_bad_subtraction_ratio:
+        try:
+            check_subtraction_quality(
+                ratio,
+                config.bad_subtraction_ratio_threshold,
+                config.bad_subtraction_variation_threshold,
+            )
+        except BadSubtractionError as err:
+            err.result = result
+            raise
+    return result
 
 
 def _tolerate(err, coverage, config):
@@ -684,7 +709,9 @@ def alard_lupton_preconvolve_subtract(
     h, w = science.image.shape
     pre = preconvolution_kernel(evaluate_psf(science_psf, (w - 1) / 2.0, (h - 1) / 2.0))
     half = pre.shape[0] // 2
-    pre_science = preconvolve(science, pre, tuple(config.bad_mask_planes))
+    pre_science = preconvolve(
+        science, pre, tuple(config.bad_mask_planes), _unsmeared_bits(config, template=False)
+    )
     sigmas, kcfg = _kernel_setup(
         config, prep.template_size.fwhm, np.sqrt(2.0) * prep.science_size.fwhm
     )
@@ -709,9 +736,7 @@ def alard_lupton_preconvolve_subtract(
     score = diff.difference
     if config.do_decorrelation:
         score = _decorrelate(score, solution, kcfg, science, template, config, 1.0, pre)
-    inner = np.zeros((h, w), bool)
-    inner[half : h - half, half : w - half] = True
-    score = score._replace(mask=jnp.where(inner, score.mask, score.mask | bit("EDGE")))
+    # the p // 2 border that P cannot reach is EDGE already: pre_science carries it
     background = np.asarray(background_image(solution, science.image.shape, kcfg))
     radius = 5.0 * prep.science_size.fwhm / FWHM_PER_SIGMA
     result = SubtractionResult(

@@ -15,7 +15,8 @@ score image (science preconvolved with its unit-sum PSF ``P``) the filter is ip_
 
 The new variance plane is, by default, ``w_u V_u + w_c V_c`` with ``w = Σ_x c(x)²`` (Parseval) for
 the filters ``c_u = φ`` (score: ``P ∘ ĉ``) seen by the unconvolved image and ``c_c = K ∘ φ``
-(score: ``K ∘ ĉ``) seen by the convolved one; ``complete=True`` convolves the variance planes with
+(score: ``K ∘ ĉ``) seen by the convolved one, both as correlation kernels (afw orientation);
+``complete=True`` convolves the variance planes with
 ``c_u²`` and ``c_c²`` instead (``completeVarPlanePropagation``). ``V_u`` and ``V_c`` are the
 *input* variance planes of the two images (before any convolution).
 
@@ -144,7 +145,7 @@ def decorrelation_spectrum(kernel, var_unconvolved, var_convolved, shape, precon
     phat = jnp.fft.rfft2(_origin_padded(preconvolution, shape))
     p2 = jnp.maximum(jnp.abs(phat) ** 2, _TINY)
     filt = num / (var_unconvolved + var_convolved * k2 / p2)
-    return filt, jnp.conj(phat) * filt, khat * filt
+    return filt, phat * filt, khat * filt
 
 
 def _fill_nonfinite(image):

@@ -61,8 +61,8 @@ def fill_masked(image, mask, bad_bits):
     return jnp.where(bad, median, image).astype(image.dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("bad_planes",))
-def preconvolve(science, kernel, bad_planes=BAD_MASK_PLANES):
+@functools.partial(jax.jit, static_argnames=("bad_planes", "preserve_bits"))
+def preconvolve(science, kernel, bad_planes=BAD_MASK_PLANES, preserve_bits=0):
     """Filter the science image with its unit-sum PSF (the matched filter).
 
     Parameters
@@ -71,6 +71,8 @@ def preconvolve(science, kernel, bad_planes=BAD_MASK_PLANES):
     kernel : Array, shape (p, p)
         From :func:`preconvolution_kernel`.
     bad_planes : tuple of str (static)
+    preserve_bits : int (static)
+        Mask bits copied without smearing (label planes such as ``INJECTED``).
 
     Returns
     -------
@@ -87,4 +89,5 @@ def preconvolve(science, kernel, bad_planes=BAD_MASK_PLANES):
         box,
         0,
         "chebyshev1",
+        preserve_bits=preserve_bits,
     )

@@ -148,9 +148,7 @@ def test_symmetry():
 
 
 def coverage_pair(coverage):
-    sci = make_test_image(
-        psf_sigma=2.4, noise_level=1.0, noise_seed=6, n_src=80, size=(400, 400)
-    )
+    sci = make_test_image(psf_sigma=2.4, noise_level=1.0, noise_seed=6, n_src=80, size=(400, 400))
     tmpl = make_test_image(
         psf_sigma=2.0,
         noise_level=1.0,
@@ -222,9 +220,7 @@ def test_fake_mask_plane_propagation():
     res = run(sci, tmpl, tmpl_mi=t._replace(mask=t_mask), sci_mi=s._replace(mask=s_mask))
     m = np.asarray(res.difference.mask)
     np.testing.assert_array_equal((m & bit("INJECTED")) != 0, (s_mask & bit("FAKE")) != 0)
-    np.testing.assert_array_equal(
-        (m & bit("INJECTED_TEMPLATE")) != 0, (t_mask & bit("FAKE")) != 0
-    )
+    np.testing.assert_array_equal((m & bit("INJECTED_TEMPLATE")) != 0, (t_mask & bit("FAKE")) != 0)
 
 
 def test_few_sources():

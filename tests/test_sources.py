@@ -8,12 +8,12 @@ with known positions and fluxes on a noisy, sloped sky and compare against the t
 import numpy as np
 import pytest
 
+from jaxdiffim.detection import detect_sources
 from jaxdiffim.errors import InsufficientKernelSourcesError, InvalidInputError
 from jaxdiffim.masks import bit
 from jaxdiffim.sources import (
     EXCLUDE_MASK_PLANES,
     SELECTION_CUTS,
-    detect_sources,
     select_kernel_sources,
 )
 from jaxdiffim.synthetic import gaussian_stamp, make_test_image, plant_stars
