@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .clipping import clipped_mean_std
-from .convolve import MaskedImage, correlate_terms, term_kernels
+from .convolve import MaskedImage, correlate_terms, fft_correlate, term_kernels
 from .masks import bits
 from .spatial import spatial_terms
 
@@ -240,9 +240,7 @@ def decorrelate(
 def _convolve_variance(variance, kernel2):
     """``kernel2 ⊛ variance`` with non-finite variance replaced by the mean and restored."""
     filled, finite = _fill_nonfinite(variance)
-    ones_y = jnp.ones((1, variance.shape[0]), variance.dtype)
-    ones_x = jnp.ones((1, variance.shape[1]), variance.dtype)
-    out = correlate_terms(filled, kernel2[None].astype(variance.dtype), ones_y, ones_x)
+    out = fft_correlate(filled, kernel2.astype(variance.dtype))
     return jnp.where(finite, out, variance)
 
 
