@@ -363,15 +363,24 @@ def _kernel_setup(config, convolved_fwhm, reference_fwhm):
     return np.asarray(sigmas, float), config.kernel.replace(kernel_size=int(size))
 
 
-def _kernel_sources(
-    sources, science, template, science_psf, kernel_size, config, science_fwhm, extra_edge=0
-):
+def _kernel_sources(sources, prep, science_psf, kernel_size, config, extra_edge=0):
     """Select kernel sources from ``sources``, or detect them on the science image.
 
     Without an ``isolated`` column a source counts as isolated when no other catalogue source
     lies within two science FWHMs (a blend); neighbours further away sit in both images' stamps
-    and are fitted like the source itself.
+    and are fitted like the source itself. A selection failure follows ip_diffim's coverage
+    rule (:func:`_tolerate`). Besides the selection, the result holds every input position on
+    the image (``qa_x``, ``qa_y``): ip_diffim measures the footprint ratio on all of them.
     """
+    try:
+        return _select_sources(sources, prep, science_psf, kernel_size, config, extra_edge)
+    except KernelFitError as err:
+        _tolerate(err, prep.coverage, config)
+        raise
+
+
+def _select_sources(sources, prep, science_psf, kernel_size, config, extra_edge):
+    science, template = prep.science, prep.template
     mask = np.asarray(science.mask) | np.asarray(template.mask)
     if sources is None:
         h, w = science.image.shape
@@ -401,14 +410,25 @@ def _kernel_sources(
         max_snr=config.detection_threshold_max,
         restrict_edge=config.restrict_kernel_edge_sources,
         extra_edge=extra_edge,
-        isolation_radius=2.0 * science_fwhm,
+        isolation_radius=2.0 * prep.science_size.fwhm,
         exclude_planes=config.exclude_mask_planes,
         max_sources=config.max_kernel_sources,
         min_sources=config.min_kernel_sources,
     )
     idx = selection.indices
     rating = None if rating is None else np.asarray(rating, float)[idx]
-    return {"x": x[idx], "y": y[idx], "index": idx, "rating": rating}
+    h, w = science.image.shape
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    on_image = np.isfinite(x) & np.isfinite(y) & (x > -0.5) & (x < w - 0.5)
+    on_image &= (y > -0.5) & (y < h - 0.5)
+    return {
+        "x": x[idx],
+        "y": y[idx],
+        "index": idx,
+        "rating": rating,
+        "qa_x": x[on_image],
+        "qa_y": y[on_image],
+    }
 
 
 def _unsmeared_bits(config, template=True):
@@ -448,19 +468,17 @@ def _fit_and_subtract(template, science, chosen, sigmas, kcfg, mode, config, cov
         raise
 
 
-def _finish(diff, metrics, chosen, reference, radius, t_start):
+def _finish(diff, metrics, positions, reference, radius, t_start):
     """Flag non-finite pixels, QA against ``reference`` (same filtering as ``diff``), timings."""
     image = np.asarray(diff.image)
     mask = np.asarray(diff.mask)
     mask = np.where(np.isfinite(image), mask, mask | bit("NO_DATA")).astype(np.int32)
     diff = MaskedImage(image, np.asarray(diff.variance), mask)
-    ratio = footprint_residual_ratio(
-        diff.image, reference.image, mask, chosen["x"], chosen["y"], radius
-    )
+    ratio = footprint_residual_ratio(diff.image, reference.image, mask, *positions, radius)
     metrics["differenceFootprintRatioMean"] = ratio.mean
     metrics["differenceFootprintRatioStdev"] = ratio.std
     if not np.isfinite(ratio.mean):
-        log.warning("No kernel source has a usable footprint; the residual ratio is undefined.")
+        log.warning("No source has a usable footprint; the residual ratio is undefined.")
     metrics["timings"]["total"] = time.perf_counter() - t_start
     return diff, ratio
 
@@ -576,19 +594,7 @@ def alard_lupton_subtract(
         convolved_fwhm, reference_fwhm = prep.science_size.fwhm, prep.template_size.fwhm
     sigmas, kcfg = _kernel_setup(config, convolved_fwhm, reference_fwhm)
     t1 = time.perf_counter()
-    try:
-        chosen = _kernel_sources(
-            sources,
-            science,
-            template,
-            science_psf,
-            kcfg.kernel_size,
-            config,
-            prep.science_size.fwhm,
-        )
-    except KernelFitError as err:
-        _tolerate(err, prep.coverage, config)
-        raise
+    chosen = _kernel_sources(sources, prep, science_psf, kcfg.kernel_size, config)
     timings["sources"] = time.perf_counter() - t1
     t1 = time.perf_counter()
     diff, solution = _fit_and_subtract(
@@ -614,7 +620,6 @@ def alard_lupton_subtract(
     if config.do_decorrelation:
         difference = _decorrelate(difference, solution, kcfg, unconvolved, convolved, config, scale)
     timings["decorrelate"] = time.perf_counter() - t1
-    radius = 5.0 * prep.science_size.fwhm / FWHM_PER_SIGMA
     result = SubtractionResult(
         difference,
         matched_template,
@@ -626,7 +631,7 @@ def alard_lupton_subtract(
         _sources_out(chosen, solution),
         metrics,
     )
-    return _finalize_result(result, science, radius, config, t0)
+    return _finalize_result(result, science, chosen, prep, config, t0)
 
 
 def _sources_out(chosen, solution):
@@ -639,16 +644,15 @@ def _sources_out(chosen, solution):
     }
 
 
-def _finalize_result(result, reference, radius, config, t0):
-    """Finish the result; a QA exception carries the finished result in its ``result``."""
-    diff, ratio = _finish(
-        result.difference,
-        result.metrics,
-        result.kernel_sources,
-        reference,
-        radius,
-        t0,
-    )
+def _finalize_result(result, reference, chosen, prep, config, t0):
+    """Finish the result; a QA exception carries the finished result in its ``result``.
+
+    The footprint ratio is measured on every input source (``chosen["qa_x"/"qa_y"]``), in
+    circles of radius 5 σ of the science PSF, against ``reference``.
+    """
+    radius = 5.0 * prep.science_size.fwhm / FWHM_PER_SIGMA
+    positions = (chosen["qa_x"], chosen["qa_y"])
+    diff, ratio = _finish(result.difference, result.metrics, positions, reference, radius, t0)
     result = result._replace(difference=diff)
     if config.raise_on_bad_subtraction_ratio:
         try:
@@ -715,20 +719,7 @@ def alard_lupton_preconvolve_subtract(
     sigmas, kcfg = _kernel_setup(
         config, prep.template_size.fwhm, np.sqrt(2.0) * prep.science_size.fwhm
     )
-    try:
-        chosen = _kernel_sources(
-            sources,
-            science,
-            template,
-            science_psf,
-            kcfg.kernel_size,
-            config,
-            prep.science_size.fwhm,
-            extra_edge=half,
-        )
-    except KernelFitError as err:
-        _tolerate(err, prep.coverage, config)
-        raise
+    chosen = _kernel_sources(sources, prep, science_psf, kcfg.kernel_size, config, half)
     diff, solution = _fit_and_subtract(
         template, pre_science, chosen, sigmas, kcfg, "convolveTemplate", config, prep.coverage
     )
@@ -738,7 +729,6 @@ def alard_lupton_preconvolve_subtract(
         score = _decorrelate(score, solution, kcfg, science, template, config, 1.0, pre)
     # the p // 2 border that P cannot reach is EDGE already: pre_science carries it
     background = np.asarray(background_image(solution, science.image.shape, kcfg))
-    radius = 5.0 * prep.science_size.fwhm / FWHM_PER_SIGMA
     result = SubtractionResult(
         score,
         diff.matched,
@@ -750,4 +740,4 @@ def alard_lupton_preconvolve_subtract(
         _sources_out(chosen, solution),
         metrics,
     )
-    return _finalize_result(result, pre_science, radius, config, t0)
+    return _finalize_result(result, pre_science, chosen, prep, config, t0)

@@ -295,10 +295,11 @@ def test_metadata_metrics():
     variable stars raise the ratio, and BadSubtractionError (carrying the result) is raised
     above the configured threshold.
 
-    ip_diffim's own bad case, a σ 9.5 template deconvolved to σ 2.8, gives ratio 0.062 here
-    (ip_diffim: > 0.12): the AL deconvolution leaves a diffuse residual (kernel sum -0.36, but
-    per-star peaks within 3.4σ) to which the mean-|D| statistic is insensitive. It is still
-    5× the good template's ratio, which is asserted.
+    The ratio is measured on all 20 input stars, as in ip_diffim. ip_diffim's own bad case, a
+    σ 9.5 template deconvolved to σ 2.8, gives 0.080 here (0.31 before decorrelation; ip_diffim
+    asserts > 0.12, newer versions > 0.17) against 0.009 for the good template: the
+    decorrelation filter damps the high-frequency residual of the ill-posed deconvolution
+    kernel. At 9x the good ratio it still separates the two, which is asserted.
     """
     sci = make_test_image(psf_sigma=2.8, noise_level=1.0, noise_seed=6)
     good_t = make_test_image(psf_sigma=2.4, noise_level=0.25, noise_seed=7, template_border=20)
@@ -321,6 +322,7 @@ def test_metadata_metrics():
 
     wide_t = make_test_image(psf_sigma=9.5, noise_level=0.25, noise_seed=7, template_border=20)
     wide = run(sci, wide_t, BASE.replace(raise_on_bad_subtraction_ratio=False))
+    assert wide.metrics["differenceFootprintRatioMean"] > 0.06
     assert wide.metrics["differenceFootprintRatioMean"] > 5 * m["differenceFootprintRatioMean"]
 
     # a third of the stars faded to 20 % in the template: the kernel fits the others and the
@@ -337,7 +339,7 @@ def test_metadata_metrics():
         y=sci40.y,
         flux=flux,
     )
-    varied = run(sci40, varied_t)  # ratio ~0.12: below the default limit 0.2
+    varied = run(sci40, varied_t)  # ratio 0.18: below the default limit 0.2
     assert varied.metrics["differenceFootprintRatioMean"] > 0.1
     strict = BASE.replace(bad_subtraction_ratio_threshold=0.1)
     with pytest.raises(BadSubtractionError, match="footprint residual ratio") as info:
