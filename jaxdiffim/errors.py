@@ -17,6 +17,8 @@ __all__ = [
     "InsufficientKernelSourcesError",
     "BadSubtractionError",
     "VarianceScalingError",
+    "InputFileError",
+    "OutputExistsError",
 ]
 
 
@@ -75,3 +77,11 @@ class VarianceScalingError(JaxDiffimError, RuntimeError):
     Raised by :func:`jaxdiffim.scale_variance.scale_variance` when both of meas_algorithms'
     ``ScaleVarianceTask`` estimates exceed the limit.
     """
+
+
+class InputFileError(JaxDiffimError, OSError):
+    """An input file is missing, unreadable, or not in a format jaxdiffim understands."""
+
+
+class OutputExistsError(JaxDiffimError, FileExistsError):
+    """An output file exists already and overwriting was not asked for."""

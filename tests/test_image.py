@@ -1,0 +1,256 @@
+"""The Task layer's data model: boxes, exposures, PSF models, FITS files and catalogues."""
+
+import os
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+from astropy.wcs import WCS
+
+from jaxdiffim.errors import InputFileError, InvalidInputError, OutputExistsError
+from jaxdiffim.image import (
+    Box2I,
+    DoubleGaussianPsf,
+    Exposure,
+    GaussianPsf,
+    GridImagePsf,
+    ImagePsf,
+    Mask,
+    estimate_variance,
+    read_exposure,
+    read_psf,
+    source_columns,
+    write_exposure,
+)
+from jaxdiffim.masks import MASK_PLANES
+from jaxdiffim.psf_estimate import estimate_psf
+from jaxdiffim.synthetic import gaussian_stamp, make_test_image
+
+DECAM = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "decam")
+
+
+def decam(name):
+    path = os.path.join(DECAM, f"DEC-OBS{name}.mini.fits")
+    if not os.path.exists(path):
+        pytest.fail(f"the DECam test data are missing: {path}")
+    return path
+
+
+def test_box_and_subimage_keep_parent_coordinates():
+    img = np.arange(20 * 30, dtype=np.float32).reshape(20, 30)
+    exp = Exposure(img, variance=np.ones_like(img), xy0=(100, 200))
+    assert exp.getBBox() == Box2I(100, 200, 30, 20)
+    sub_box = Box2I(110, 205, 5, 4)
+    sub = exp[sub_box]
+    assert sub.getXY0() == (110, 205)
+    assert sub.image.array[0, 0] == img[5, 10]
+    assert sub.mask.getXY0() == (110, 205)
+    assert exp.getBBox().contains(sub_box) and not sub_box.contains(exp.getBBox())
+    with pytest.raises(InvalidInputError):
+        exp[Box2I(90, 205, 5, 4)]
+    assert exp.getBBox().clippedTo(Box2I(120, 210, 100, 100)) == Box2I(120, 210, 10, 10)
+
+
+def test_mask_planes_default_and_remap():
+    m = Mask(np.zeros((3, 3)), planes={"BAD": 3, "SAT": 0, "CUSTOM": 5})
+    m.array[0, 0] = (1 << 3) | (1 << 5)
+    m.array[1, 1] = 1
+    std = m.to_standard()
+    assert std[0, 0] == 1 << MASK_PLANES["BAD"]  # CUSTOM is not a core plane: dropped
+    assert std[1, 1] == 1 << MASK_PLANES["SAT"]
+    assert Mask(np.zeros((2, 2))).getPlaneBitMask(["EDGE", "NO_DATA"]) == (1 << 4) | (1 << 8)
+    with pytest.raises(InvalidInputError, match="NOPE"):
+        m.getPlaneBitMask("NOPE")
+    assert m.addMaskPlane("NEW") not in (0, 3, 5)
+
+
+@pytest.mark.parametrize("sigma", [1.5, 2.5])
+def test_gaussian_psf_fwhm_from_moments(sigma):
+    psf = GaussianPsf(41, 41, sigma)
+    assert psf.computeKernelImage(10, 10).sum() == pytest.approx(1.0)
+    assert psf.computeFwhm() == pytest.approx(2.3548 * sigma, rel=2e-3)
+    shape = psf.computeShape()
+    assert shape.getDeterminantRadius() == pytest.approx(sigma, rel=2e-3)
+
+
+def test_double_gaussian_is_wider_than_its_core():
+    core = DoubleGaussianPsf(41, 41, 2.0)  # b = 0: a single Gaussian
+    assert core.computeFwhm() == pytest.approx(2.3548 * 2.0, rel=2e-3)
+    double = DoubleGaussianPsf(41, 41, 2.0, 4.0, 0.1)
+    assert double.computeFwhm() > core.computeFwhm()
+    img = double.computeKernelImage()
+    assert img.sum() == pytest.approx(1.0)
+    assert img[20, 20] == img.max()
+
+
+def test_compute_image_centres_on_subpixel_position():
+    psf = ImagePsf(gaussian_stamp(25, 2.0), average_position=(50.0, 60.0))
+    assert psf.getAveragePosition() == (50.0, 60.0)
+    img = psf.computeImage(103.3, 47.8)
+    yy, xx = np.mgrid[0 : img.array.shape[0], 0 : img.array.shape[1]]
+    total = img.array.sum()
+    cx = (img.array * xx).sum() / total + img.xy0[0]
+    cy = (img.array * yy).sum() / total + img.xy0[1]
+    assert (cx, cy) == pytest.approx((103.3, 47.8), abs=1e-3)
+
+
+def test_grid_psf_interpolates_between_nodes():
+    stamps = np.array([[gaussian_stamp(31, s) for s in (1.5, 2.5)]] * 2)
+    psf = GridImagePsf(stamps, x_nodes=[0.0, 100.0], y_nodes=[0.0, 100.0])
+    f0, f1 = psf.computeFwhm(0, 50), psf.computeFwhm(100, 50)
+    assert f0 == pytest.approx(2.3548 * 1.5, rel=3e-3)
+    assert f1 == pytest.approx(2.3548 * 2.5, rel=3e-3)
+    assert f0 < psf.computeFwhm(50, 50) < f1
+    assert psf.computeFwhm(-50, 50) == pytest.approx(f0)  # clamped outside the grid
+    with pytest.raises(InvalidInputError, match="increasing"):
+        GridImagePsf(stamps, x_nodes=[100.0, 0.0], y_nodes=[0.0, 100.0])
+
+
+def test_non_finite_psf_rejected(tmp_path):
+    bad = gaussian_stamp(11, 2.0)
+    bad[0, 0] = np.nan
+    with pytest.raises(InvalidInputError, match="non-finite"):
+        ImagePsf(bad)
+    fits.PrimaryHDU(bad).writeto(tmp_path / "psf.fits")
+    with pytest.raises(InvalidInputError, match="psf.fits"):
+        read_psf(tmp_path / "psf.fits")
+
+
+def _exposure():
+    scene = make_test_image(psf_sigma=2.0, noise_level=1.0, size=(64, 80))
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [150.0, 2.0]
+    w.wcs.crpix = [40.0, 32.0]
+    w.wcs.cdelt = [-0.26 / 3600, 0.26 / 3600]
+    mask = np.zeros(scene.image.shape, np.int32)
+    mask[5:8, 9:12] = 1 << MASK_PLANES["DETECTED_NEGATIVE"]
+    meta = fits.Header()
+    meta["OBSERVER"] = "test"
+    return Exposure(
+        scene.image,
+        mask,
+        scene.variance,
+        psf=GaussianPsf(21, 21, 2.0),
+        wcs=w,
+        photoCalib=3.5,
+        band="r",
+        xy0=(1000, 2000),
+        metadata=meta,
+    )
+
+
+def test_afw_layout_round_trip(tmp_path):
+    exp = _exposure()
+    path = tmp_path / "exp.fits"
+    write_exposure(exp, path)
+    with fits.open(path) as hdul:
+        assert [h.name for h in hdul][:4] == ["PRIMARY", "IMAGE", "MASK", "VARIANCE"]
+        assert hdul["MASK"].header["MP_DETECTED_NEGATIVE"] == MASK_PLANES["DETECTED_NEGATIVE"]
+        assert hdul["IMAGE"].header["LTV1"] == -1000
+    back = read_exposure(path)
+    np.testing.assert_array_equal(back.image.array, exp.image.array)
+    np.testing.assert_array_equal(back.mask.array, exp.mask.array)
+    np.testing.assert_array_equal(back.variance.array, exp.variance.array)
+    assert back.getXY0() == (1000, 2000)
+    assert back.band == "r" and back.photoCalib == 3.5
+    assert back.metadata["OBSERVER"] == "test"
+    sky = back.wcs.pixel_to_world_values(10, 20)
+    assert np.allclose(sky, exp.wcs.pixel_to_world_values(10, 20))
+    np.testing.assert_allclose(
+        back.psf.computeKernelImage(), exp.psf.computeKernelImage(), atol=1e-7
+    )
+
+
+def test_no_overwrite_and_atomic_write(tmp_path):
+    exp = _exposure()
+    path = tmp_path / "exp.fits"
+    path.write_bytes(b"precious")
+    with pytest.raises(OutputExistsError, match="overwrite"):
+        write_exposure(exp, path)
+    assert path.read_bytes() == b"precious"
+    write_exposure(exp, path, overwrite=True)
+    assert read_exposure(path).getXY0() == (1000, 2000)
+    assert sorted(os.listdir(tmp_path)) == ["exp.fits"]  # no temporary file left behind
+
+
+def test_plain_image_with_noise_files(tmp_path):
+    scene = make_test_image(psf_sigma=2.0, noise_level=2.0, size=(48, 48))
+    img = scene.image.copy()
+    img[3, 4] = np.nan
+    fits.PrimaryHDU(img).writeto(tmp_path / "img.fits")
+    var = np.full(img.shape, 4.0, np.float32)
+    fits.PrimaryHDU(var).writeto(tmp_path / "var.fits")
+    fits.PrimaryHDU(1.0 / var).writeto(tmp_path / "wht.fits")
+    fits.PrimaryHDU(np.sqrt(var)).writeto(tmp_path / "sig.fits")
+    for kind, name in (("variance", "var"), ("weight", "wht"), ("sigma", "sig")):
+        exp = read_exposure(tmp_path / "img.fits", **{kind: tmp_path / f"{name}.fits"})
+        good = np.ones(img.shape, bool)
+        good[3, 4] = False
+        np.testing.assert_allclose(exp.variance.array[good], 4.0, rtol=1e-6)
+        assert exp.mask.array[3, 4] & (1 << MASK_PLANES["NO_DATA"])
+        assert exp.image.array[3, 4] == 0.0
+    fits.PrimaryHDU(np.ones((5, 5))).writeto(tmp_path / "small.fits")
+    with pytest.raises(InvalidInputError, match="shape"):
+        read_exposure(tmp_path / "img.fits", variance=tmp_path / "small.fits")
+    with pytest.raises(InvalidInputError, match="at most one"):
+        read_exposure(
+            tmp_path / "img.fits", variance=tmp_path / "var.fits", sigma=tmp_path / "sig.fits"
+        )
+
+
+def test_missing_and_unreadable_files(tmp_path):
+    with pytest.raises(InputFileError, match="does not exist"):
+        read_exposure(tmp_path / "nope.fits")
+    (tmp_path / "junk.fits").write_text("not a fits file")
+    with pytest.raises(InputFileError, match="not a readable FITS"):
+        read_exposure(tmp_path / "junk.fits")
+
+
+def test_variance_estimates():
+    rng = np.random.default_rng(3)
+    img = rng.normal(0.0, 5.0, (200, 200))
+    var = estimate_variance(img)
+    assert np.median(var) == pytest.approx(25.0, rel=0.05)
+    header = fits.Header({"GAIN": 4.0, "RDNOISE": 8.0, "AVSKY": 100.0})
+    var = estimate_variance(np.zeros((10, 10)), header)
+    assert var[0, 0] == pytest.approx(100.0 / 4.0 + (8.0 / 4.0) ** 2)
+    with pytest.raises(InvalidInputError, match="scatter"):
+        estimate_variance(np.ones((50, 50)))
+
+
+def test_decam_header_variance_matches_pixel_noise():
+    """The header estimate (gain, read noise, AVSKY) agrees with the robust pixel noise."""
+    exp = read_exposure(decam("04e"))
+    img = exp.image.array
+    robust = (1.4826 * np.median(np.abs(img - np.median(img)))) ** 2
+    assert np.median(exp.variance.array) == pytest.approx(robust, rel=0.15)
+    assert exp.band == "i"
+    assert exp.wcs is not None
+
+
+def test_psf_estimate_recovers_gaussian_width():
+    scene = make_test_image(
+        psf_sigma=2.2, noise_level=1.0, size=(256, 256), n_src=40, flux_level=5000
+    )
+    psf = estimate_psf(scene.image, scene.variance, fwhm_guess=4.0)
+    assert ImagePsf(psf).computeFwhm() == pytest.approx(2.3548 * 2.2, rel=0.03)
+    with pytest.raises(InvalidInputError, match="PSF"):
+        estimate_psf(np.random.default_rng(0).normal(size=(64, 64)), np.ones((64, 64)))
+
+
+def test_source_columns_aliases():
+    t = Table({"slot_Centroid_x": [105.0, 110.0], "slot_Centroid_y": [210.0, 220.0]})
+    t["base_PsfFlux_instFlux"] = [100.0, 200.0]
+    t["base_PsfFlux_instFluxErr"] = [10.0, 10.0]
+    t["sky_source"] = [False, True]
+    cols = source_columns(t, xy0=(100, 200))
+    np.testing.assert_array_equal(cols["x"], [5.0, 10.0])
+    np.testing.assert_array_equal(cols["y"], [10.0, 20.0])
+    np.testing.assert_array_equal(cols["flags"], [False, True])
+    assert "flux" in cols and "flux_err" in cols
+    with pytest.raises(InvalidInputError, match="position columns"):
+        source_columns(Table({"ra": [1.0]}))
+    with pytest.raises(InputFileError):
+        source_columns("/nonexistent/cat.csv")
