@@ -18,6 +18,7 @@ from jaxdiffim import (
     NoWorkFound,
 )
 from jaxdiffim.alard_lupton import SubtractionConfig, alard_lupton_subtract
+from jaxdiffim.inputs import update_masks
 from jaxdiffim.masks import MASK_PLANES, bit, bits
 from jaxdiffim.synthetic import gaussian_stamp, make_test_image
 
@@ -345,3 +346,40 @@ def test_metadata_metrics():
     with pytest.raises(BadSubtractionError, match="footprint residual ratio") as info:
         run(sci40, varied_t, strict)
     assert info.value.result.metrics["differenceFootprintRatioMean"] > 0.1
+
+
+def test_template_sat_becomes_sat_template():
+    t = np.zeros((8, 8), np.int32)
+    t[2, 3] = bit("SAT")  # only SAT, SAT_TEMPLATE not pre-set
+    t[5, 5] = bit("FAKE")
+    new_t, _ = update_masks(t, np.zeros((8, 8), np.int32))
+    assert new_t[2, 3] == bit("SAT_TEMPLATE")
+    assert new_t[5, 5] == bit("INJECTED_TEMPLATE")
+    assert np.count_nonzero(new_t) == 2
+
+
+def test_convolve_science_background_is_science_sky():
+    a, b, c = 20.0, 0.02, 0.01
+
+    def sky(xx, yy):
+        return a + b * xx + c * yy
+
+    sci = make_test_image(psf_sigma=2.0, noise_level=1.0, noise_seed=6, background=sky)
+    tmpl = make_test_image(psf_sigma=2.4, noise_level=1.0, noise_seed=7, template_border=20)
+    config = BASE.replace(
+        mode="convolveScience", do_subtract_background=True, do_decorrelation=False
+    )
+    res = run(sci, tmpl, config)
+    assert res.mode == "convolveScience"
+    h, w = res.background.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    inner = (slice(30, -30), slice(30, -30))
+    np.testing.assert_allclose(res.background[inner], sky(xx, yy)[inner], atol=0.5)
+    # documented identity: difference = matched_science - matched_template - background
+    ident = (
+        np.asarray(res.matched_science.image)
+        - np.asarray(res.matched_template.image)
+        - res.background
+    )
+    d = np.asarray(res.difference.image)
+    np.testing.assert_allclose(d[inner], ident[inner], atol=1e-2)

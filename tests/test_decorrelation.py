@@ -8,7 +8,12 @@ from utils import meanclip
 from jaxdiffim import MaskedImage
 from jaxdiffim.config import KernelFitConfig
 from jaxdiffim.convolve import fft_correlate
-from jaxdiffim.decorrelation import decorrelate, decorrelate_spatially, mean_variance
+from jaxdiffim.decorrelation import (
+    decorrelate,
+    decorrelate_spatially,
+    decorrelation_spectrum,
+    mean_variance,
+)
 from jaxdiffim.fit import KernelSolution
 from jaxdiffim.synthetic import gaussian_stamp, plant_stars
 
@@ -161,3 +166,50 @@ def test_nonfinite_pixels_restored():
     out_img = np.asarray(out.image)
     assert np.isnan(out_img[100, 100])
     assert np.isfinite(np.delete(out_img.ravel(), 100 * SIZE + 100)).all()
+
+
+def test_complete_variance_spreads_a_variance_spike():
+    svar, tvar = 0.04, 0.08
+    z = np.zeros((SIZE, SIZE), np.float32)
+    d = MaskedImage(
+        jnp.asarray(z), jnp.asarray(z + svar + tvar), jnp.zeros((SIZE, SIZE), jnp.int32)
+    )
+    vs = jnp.full((SIZE, SIZE), svar, jnp.float32)
+    vt = np.full((SIZE, SIZE), tvar, np.float32)
+    vt[128, 128] += 100.0  # one noisy template pixel
+    k = jnp.asarray(KERNEL, jnp.float32)
+    out = {
+        c: np.asarray(decorrelate(d, k, vs, jnp.asarray(vt), svar, tvar, complete=c).variance)
+        for c in (False, True)
+    }
+    base = out[False][64, 64]
+    ex_default = out[False] - base
+    ex_complete = out[True] - out[True][64, 64]
+    # default: the spike stays on its pixel; complete: spread over the K∘φ footprint ...
+    assert ex_default[128, 131] == pytest.approx(0.0, abs=1e-4)
+    assert ex_complete[128, 131] > 0.02 * ex_complete[128, 128]
+    assert ex_complete[128, 128] < 0.5 * ex_default[128, 128]
+    # ... with the same total (Parseval: Σ c_c² = w_c)
+    box = (slice(96, 161), slice(96, 161))
+    assert ex_complete[box].sum() == pytest.approx(ex_default[box].sum(), rel=0.02)
+
+
+def test_score_filter_matches_ip_diffim_formula():
+    shape = (64, 64)
+    kern = gaussian_stamp(15, 2.5) * 1.1  # kappa = 1.1
+    pre = gaussian_stamp(15, 2.0)
+    su, sc = 0.5, 2.0
+    filt, c_u, c_c = decorrelation_spectrum(jnp.asarray(kern), su, sc, shape, jnp.asarray(pre))
+
+    def spec(a):
+        p = np.zeros(shape)
+        p[: a.shape[0], : a.shape[1]] = a
+        return np.fft.rfft2(np.roll(p, (-(a.shape[0] // 2), -(a.shape[1] // 2)), axis=(0, 1)))
+
+    kh, ph = spec(kern), spec(pre)
+    expect = (su + sc * kern.sum() ** 2) / (
+        su + sc * np.abs(kh) ** 2 / np.maximum(np.abs(ph) ** 2, 1e-35)
+    )
+    sel = np.abs(ph) ** 2 > 1e-3  # where |P̂|² is not floored
+    np.testing.assert_allclose(np.asarray(filt)[sel], expect[sel], rtol=1e-3)
+    assert np.asarray(filt)[0, 0] == pytest.approx(1.0, rel=1e-5)
