@@ -1,0 +1,58 @@
+"""ip_diffim's Task API on exposures: configs with ip_diffim's names, ``Struct`` results.
+
+The stateful facade over the functional core; nothing in the core imports it.
+"""
+
+from .base import Struct, Task, TaskMetadata
+from .decorrelate import DecorrelateALKernelConfig, DecorrelateALKernelTask
+from .models import BackgroundModel, MatchingKernel
+from .pex_config import (
+    ChoiceField,
+    Config,
+    ConfigChoiceField,
+    ConfigField,
+    ConfigurableField,
+    Field,
+    FieldValidationError,
+    ListField,
+)
+from .psf_match import (
+    MakeKernelConfig,
+    MakeKernelTask,
+    PsfMatchConfig,
+    PsfMatchConfigAL,
+    PsfMatchConfigDF,
+)
+from .subtract import (
+    AlardLuptonPreconvolveSubtractConfig,
+    AlardLuptonPreconvolveSubtractTask,
+    AlardLuptonSubtractConfig,
+    AlardLuptonSubtractTask,
+)
+
+__all__ = [
+    "AlardLuptonPreconvolveSubtractConfig",
+    "AlardLuptonPreconvolveSubtractTask",
+    "AlardLuptonSubtractConfig",
+    "AlardLuptonSubtractTask",
+    "BackgroundModel",
+    "ChoiceField",
+    "Config",
+    "ConfigChoiceField",
+    "ConfigField",
+    "ConfigurableField",
+    "DecorrelateALKernelConfig",
+    "DecorrelateALKernelTask",
+    "Field",
+    "FieldValidationError",
+    "ListField",
+    "MakeKernelConfig",
+    "MakeKernelTask",
+    "MatchingKernel",
+    "PsfMatchConfig",
+    "PsfMatchConfigAL",
+    "PsfMatchConfigDF",
+    "Struct",
+    "Task",
+    "TaskMetadata",
+]

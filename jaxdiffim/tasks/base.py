@@ -1,0 +1,174 @@
+"""``Task`` and ``Struct`` in the style of ``lsst.pipe.base`` (without the Butler).
+
+A Task holds a validated config, a name within a task hierarchy, a logger under
+``jaxdiffim.<full name>`` and a metadata dict; :meth:`Task.timer` records wall and CPU times
+of a block into the metadata (``<name>StartUtc``, ``<name>Duration``, ``<name>CpuTime``).
+"""
+
+import contextlib
+import datetime
+import inspect
+import logging
+import time
+
+from .pex_config import ConfigurableField
+
+__all__ = ["Struct", "Task", "TaskMetadata"]
+
+
+class Struct:
+    """A simple attribute container (``lsst.pipe.base.Struct``)."""
+
+    def __init__(self, **kwargs):
+        for key, value in kwargs.items():
+            setattr(self, key, value)
+
+    def getDict(self):  # noqa: N802 - pipe_base's name
+        return dict(self.__dict__)
+
+    def mergeItems(self, struct, *names):  # noqa: N802
+        for name in names:
+            setattr(self, name, getattr(struct, name))
+
+    def copy(self):
+        return Struct(**self.getDict())
+
+    def __eq__(self, other):
+        return isinstance(other, Struct) and self.__dict__ == other.__dict__
+
+    def __len__(self):
+        return len(self.__dict__)
+
+    def __repr__(self):
+        return (
+            "Struct(" + ", ".join(f"{k}={type(v).__name__}" for k, v in self.__dict__.items()) + ")"
+        )
+
+
+class TaskMetadata(dict):
+    """Task metadata: a dict with pipe_base's ``add``/``getScalar`` accessors."""
+
+    def add(self, name, value):
+        self.setdefault(name, [])
+        if not isinstance(self[name], list):
+            self[name] = [self[name]]
+        self[name].append(value)
+
+    def getScalar(self, name):  # noqa: N802
+        value = self[name]
+        return value[-1] if isinstance(value, list) else value
+
+
+class Task:
+    """Base class of jaxdiffim's Tasks.
+
+    Parameters
+    ----------
+    config : Config, optional
+        Default: ``ConfigClass()``. Validated and frozen.
+    name : str, optional
+        Default: ``_DefaultName``.
+    parentTask : Task, optional
+        Makes this a subtask; its full name is ``parent.full.name.name``.
+    log : logging.Logger, optional
+    """
+
+    ConfigClass = None
+    _DefaultName = None
+    canMultiprocess = True
+
+    def __init__(self, config=None, *, name=None, parentTask=None, log=None):  # noqa: N803
+        if config is None:
+            if parentTask is not None and name is not None:
+                config = getattr(parentTask.config, name)
+            else:
+                config = self.ConfigClass()
+        config.validate()
+        config.freeze()
+        self.config = config
+        self._name = name or self._DefaultName or type(self).__name__
+        if parentTask is None:
+            self._fullName = self._name
+            self._taskDict = {}
+        else:
+            self._fullName = f"{parentTask._fullName}.{self._name}"
+            self._taskDict = parentTask._taskDict
+        self._parent = parentTask
+        self._taskDict[self._fullName] = self
+        self.metadata = TaskMetadata()
+        self.log = log or logging.getLogger(f"jaxdiffim.{self._fullName}")
+
+    def getName(self):  # noqa: N802
+        return self._name
+
+    def getFullName(self):  # noqa: N802
+        return self._fullName
+
+    def getTaskDict(self):  # noqa: N802
+        """``{full name: task}`` of this task's whole hierarchy."""
+        return dict(self._taskDict)
+
+    def getFullMetadata(self):  # noqa: N802
+        """``{full name: metadata}`` of this task and every subtask."""
+        prefix = self._fullName
+        return {
+            name: task.metadata
+            for name, task in self._taskDict.items()
+            if name == prefix or name.startswith(prefix + ".")
+        }
+
+    def emptyMetadata(self):  # noqa: N802
+        """Clear the metadata of this task and its subtasks."""
+        for task in self.getFullMetadata():
+            self._taskDict[task].metadata = TaskMetadata()
+
+    def makeSubtask(self, name, **kwargs):  # noqa: N802
+        """Build subtask ``name`` from ``config.<name>.target`` and attach it as ``self.<name>``."""
+        sub_config = getattr(self.config, name)
+        target = sub_config.target
+        task = target(config=sub_config, name=name, parentTask=self, **kwargs)
+        setattr(self, name, task)
+        return task
+
+    @classmethod
+    def makeField(cls, doc):  # noqa: N802
+        """A :class:`ConfigurableField` whose target is this task."""
+        return ConfigurableField(doc=doc, target=cls)
+
+    @contextlib.contextmanager
+    def timer(self, name, logLevel=logging.DEBUG):  # noqa: N803
+        """Record the wall time and CPU time of the block in the metadata."""
+        self.metadata[f"{name}StartUtc"] = datetime.datetime.now(datetime.UTC).isoformat()
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.metadata[f"{name}Duration"] = time.perf_counter() - wall
+            self.metadata[f"{name}CpuTime"] = time.process_time() - cpu
+            self.log.log(logLevel, "%s took %.3f s", name, self.metadata[f"{name}Duration"])
+
+    def getResourceConfig(self):  # noqa: N802
+        """No resource requirements beyond the process (``None``, as pipe_base's default)."""
+        return None
+
+    def getSchemaCatalogs(self):  # noqa: N802
+        """This task writes no schema catalogues: ``{}``."""
+        return {}
+
+    def getAllSchemaCatalogs(self):  # noqa: N802
+        """Schema catalogues of this task and its subtasks: ``{}``."""
+        out = {}
+        for name in self.getFullMetadata():
+            out.update(self._taskDict[name].getSchemaCatalogs())
+        return out
+
+    def runQuantum(self, butlerQC, inputRefs, outputRefs):  # noqa: N802, N803
+        """Not available: there is no Butler. Call :meth:`run` with exposures instead."""
+        raise NotImplementedError(
+            f"{type(self).__name__}.runQuantum needs the LSST Butler, which jaxdiffim does not "
+            f"have; call {type(self).__name__}.run(...) with exposures instead "
+            f"(signature: run{inspect.signature(self.run)})."
+        )
+
+    def run(self, *args, **kwargs):  # pragma: no cover - subclasses implement
+        raise NotImplementedError

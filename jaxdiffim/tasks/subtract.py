@@ -1,0 +1,329 @@
+"""``AlardLuptonSubtractTask`` and ``AlardLuptonPreconvolveSubtractTask`` on exposures.
+
+The Task layer over :func:`jaxdiffim.alard_lupton_subtract` and
+:func:`jaxdiffim.alard_lupton_preconvolve_subtract`: ip_diffim's config names and defaults,
+exposures in and ``Struct`` results out, metadata and timers.
+
+``run`` validates the pair (the template's bbox must contain the science bbox; bands and WCSs
+must agree), cuts the template to the science bbox, and runs the core; ``runConvolveTemplate``
+and ``runConvolveScience`` are ``run`` with the mode forced; ``finalize`` is the decorrelation
+subtask on exposures. Differences from ip_diffim: the core decorrelates inside ``run`` (so
+``finalize`` is for users who subtract by other means); ``sources`` may be ``None`` (the
+built-in detector finds kernel sources), and ``allowKernelSourceDetection`` retries with it
+when the catalogue gives too few; the bad-subtraction check of ``DetectAndMeasureTask`` runs
+here (``raiseOnBadSubtractionRatio``).
+"""
+
+import numpy as np
+from astropy.table import Table
+
+from ..alard_lupton import (
+    SubtractionConfig,
+    alard_lupton_preconvolve_subtract,
+    alard_lupton_subtract,
+)
+from ..errors import InsufficientKernelSourcesError, InvalidInputError
+from ..image.catalog import source_columns
+from ..image.exposure import Exposure
+from .base import Struct, Task
+from .decorrelate import DecorrelateALKernelTask
+from .models import BackgroundModel, MatchingKernel
+from .pex_config import ChoiceField, Config, Field, ListField
+from .psf_match import MakeKernelTask, kernel_fit_config
+
+__all__ = [
+    "AlardLuptonSubtractConfig",
+    "AlardLuptonSubtractTask",
+    "AlardLuptonPreconvolveSubtractConfig",
+    "AlardLuptonPreconvolveSubtractTask",
+]
+
+
+class AlardLuptonSubtractConfig(Config):
+    """ip_diffim's ``AlardLuptonSubtractConfig`` (names and defaults)."""
+
+    mode = ChoiceField(
+        "Which image to convolve.",
+        str,
+        {
+            "auto": "convolve the template unless it is wider in both axes",
+            "convolveTemplate": "convolve the template",
+            "convolveScience": "convolve the science image",
+        },
+        "convolveTemplate",
+    )
+    makeKernel = MakeKernelTask.makeField("Kernel configuration (basis, spatial model).")
+    doDecorrelation = Field("Decorrelate the difference image.", bool, True)
+    decorrelate = DecorrelateALKernelTask.makeField("Decorrelation.")
+    spatiallyVaryingDecorrelation = Field(
+        "Decorrelate with the spatially varying kernel (jaxdiffim addition).", bool, False
+    )
+    requiredTemplateFraction = Field("Minimum template coverage.", float, 0.1)
+    minTemplateFractionForExpectedSuccess = Field(
+        "Below this coverage a failed fit becomes NoWorkFound.", float, 0.2
+    )
+    doScaleVariance = Field("Rescale the variance planes (ScaleVariance).", bool, True)
+    doSubtractBackground = Field("Subtract the fitted background.", bool, False)
+    detectionThreshold = Field("Minimum S/N of kernel sources.", float, 10.0)
+    detectionThresholdMax = Field("Maximum S/N of kernel sources.", float, 500.0)
+    maxKernelSources = Field("At most this many kernel sources (by S/N; <=0: all).", int, 1000)
+    minKernelSources = Field("At least this many kernel sources.", int, 3)
+    restrictKernelEdgeSources = Field("Drop sources within a kernel of the edge.", bool, True)
+    allowKernelSourceDetection = Field(
+        "Detect kernel sources when the catalogue gives too few.", bool, False
+    )
+    excludeMaskPlanes = ListField(
+        "Planes that disqualify a kernel source.",
+        str,
+        ["NO_DATA", "BAD", "SAT", "EDGE", "FAKE", "HIGH_VARIANCE", "SAT_TEMPLATE"],
+    )
+    badMaskPlanes = ListField(
+        "Planes filled before preconvolution.", str, ["NO_DATA", "BAD", "SAT", "EDGE"]
+    )
+    preserveTemplateMask = ListField(
+        "Template planes kept.", str, ["NO_DATA", "BAD", "HIGH_VARIANCE"]
+    )
+    renameTemplateMask = ListField(
+        "Template planes copied to <NAME>_TEMPLATE.", str, ["SAT", "INJECTED", "INJECTED_CORE"]
+    )
+    raiseOnBadSubtractionRatio = Field("Raise BadSubtractionError on bad QA.", bool, True)
+    badSubtractionRatioThreshold = Field("Limit on the mean footprint ratio.", float, 0.2)
+    badSubtractionVariationThreshold = Field("Limit on its standard deviation.", float, 0.4)
+
+    def setDefaults(self):  # noqa: N802
+        for name in ("AL", "DF"):
+            kernel = self.makeKernel.kernel[name]
+            kernel.spatialKernelOrder = 1
+            kernel.spatialBgOrder = 2
+            kernel.fitForBackground = True
+
+    def validate(self):
+        super().validate()
+        if self.requiredTemplateFraction > self.minTemplateFractionForExpectedSuccess:
+            raise InvalidInputError(
+                "requiredTemplateFraction must not exceed minTemplateFractionForExpectedSuccess."
+            )
+
+
+class AlardLuptonPreconvolveSubtractConfig(AlardLuptonSubtractConfig):
+    """Same fields; ``mode`` is ignored (the template is always convolved)."""
+
+
+def core_config(config, mode=None):
+    """The core's :class:`SubtractionConfig` for a Task config."""
+    kernel = config.makeKernel.kernel.active
+    return SubtractionConfig(
+        mode=mode or config.mode,
+        kernel=kernel_fit_config(kernel),
+        scale_by_fwhm=kernel.scaleByFwhm,
+        alard_sig_gauss=tuple(getattr(kernel, "alardSigGauss", (0.7, 1.5, 3.0))),
+        alard_gauss_beta=getattr(kernel, "alardGaussBeta", 2.0),
+        alard_min_sig=getattr(kernel, "alardMinSig", 0.7),
+        alard_min_sig_deconv=getattr(kernel, "alardMinSigDeconv", 0.4),
+        kernel_size_fwhm_scaling=kernel.kernelSizeFwhmScaling,
+        kernel_size_min=kernel.kernelSizeMin,
+        kernel_size_max=kernel.kernelSizeMax,
+        do_decorrelation=config.doDecorrelation,
+        complete_var_plane_propagation=config.decorrelate.completeVarPlanePropagation,
+        spatially_varying_decorrelation=config.spatiallyVaryingDecorrelation,
+        decorrelation_nodes=config.decorrelate.nodesPerAxis,
+        do_scale_variance=config.doScaleVariance,
+        do_subtract_background=config.doSubtractBackground,
+        required_template_fraction=config.requiredTemplateFraction,
+        min_template_fraction_for_expected_success=config.minTemplateFractionForExpectedSuccess,
+        max_kernel_sources=config.maxKernelSources,
+        min_kernel_sources=config.minKernelSources,
+        restrict_kernel_edge_sources=config.restrictKernelEdgeSources,
+        exclude_mask_planes=tuple(config.excludeMaskPlanes),
+        detection_threshold=config.detectionThreshold,
+        detection_threshold_max=config.detectionThresholdMax,
+        bad_mask_planes=tuple(config.badMaskPlanes),
+        preserve_template_mask=tuple(config.preserveTemplateMask),
+        rename_template_mask=tuple(config.renameTemplateMask),
+        fwhm_exposure_grid=config.makeKernel.fwhmExposureGrid,
+        fwhm_exposure_buffer=config.makeKernel.fwhmExposureBuffer,
+        raise_on_bad_subtraction_ratio=config.raiseOnBadSubtractionRatio,
+        bad_subtraction_ratio_threshold=config.badSubtractionRatioThreshold,
+        bad_subtraction_variation_threshold=config.badSubtractionVariationThreshold,
+    )
+
+
+def _validate_exposures(template, science):
+    """ip_diffim's ``_validateExposures``, as named exceptions."""
+    for name, exp in (("template", template), ("science", science)):
+        if not isinstance(exp, Exposure):
+            raise InvalidInputError(
+                f"The {name} must be a jaxdiffim Exposure, got {type(exp).__name__}."
+            )
+        if exp.psf is None:
+            raise InvalidInputError(
+                f"The {name} exposure has no PSF; set one (exposure.setPsf(GaussianPsf(...)) or "
+                "ImagePsf(stamp)), or estimate it with jaxdiffim.psf_estimate.estimate_psf."
+            )
+    if not template.getBBox().contains(science.getBBox()):
+        raise InvalidInputError(
+            f"The template bbox {template.getBBox()} does not contain the science bbox "
+            f"{science.getBBox()}; warp or pad the template onto the science grid first."
+        )
+    if template.band and science.band and template.band != science.band:
+        raise InvalidInputError(
+            f"The template band {template.band!r} differs from the science band {science.band!r}."
+        )
+    if template.wcs is not None and science.wcs is not None:
+        x, y = science.getBBox().getCenter()
+        a = science.wcs.pixel_to_world_values(x, y)
+        b = template.wcs.pixel_to_world_values(x, y)
+        sep = np.hypot((a[0] - b[0]) * np.cos(np.radians(a[1])), a[1] - b[1]) * 3600.0
+        scale = np.sqrt(abs(np.linalg.det(science.wcs.celestial.pixel_scale_matrix))) * 3600.0
+        if sep > 0.5 * scale:
+            raise InvalidInputError(
+                f"The template and science WCSs differ by {sep:.2f} arcsec at the science centre; "
+                "the images must be on one pixel grid (warp the template first)."
+            )
+
+
+def _exposure(masked, like, psf):
+    return Exposure(
+        np.asarray(masked.image, np.float32),
+        np.asarray(masked.mask, np.int32),
+        np.asarray(masked.variance, np.float32),
+        psf=psf,
+        wcs=like.wcs,
+        photoCalib=like.photoCalib,
+        band=like.band,
+        xy0=like.getXY0(),
+        metadata=None if like.metadata is None else like.metadata.copy(),
+    )
+
+
+class AlardLuptonSubtractTask(Task):
+    """PSF-match and subtract a template from a science exposure (ip_diffim's task)."""
+
+    ConfigClass = AlardLuptonSubtractConfig
+    _DefaultName = "alardLuptonSubtract"
+    _core = staticmethod(alard_lupton_subtract)
+
+    def __init__(self, config=None, **kwargs):
+        super().__init__(config=config, **kwargs)
+        self.makeSubtask("makeKernel")
+        self.makeSubtask("decorrelate")
+
+    def run(self, template, science, sources=None, visitSummary=None):  # noqa: N803
+        """Subtract; ``sources`` is a catalogue (astropy Table or file) or ``None`` (detect).
+
+        Returns
+        -------
+        Struct
+            ``difference``, ``matchedTemplate``, ``matchedScience`` (Exposures),
+            ``backgroundModel`` (:class:`BackgroundModel`), ``psfMatchingKernel``
+            (:class:`MatchingKernel`), ``kernelSources`` (astropy Table, parent coordinates).
+        """
+        return self._run(template, science, sources, self.config.mode)
+
+    def runConvolveTemplate(self, template, science, selectSources):  # noqa: N802, N803
+        """``run`` with the template convolved."""
+        return self._run(template, science, selectSources, "convolveTemplate")
+
+    def runConvolveScience(self, template, science, selectSources):  # noqa: N802, N803
+        """``run`` with the science image convolved."""
+        return self._run(template, science, selectSources, "convolveScience")
+
+    def finalize(
+        self,
+        template,
+        science,
+        difference,
+        kernel,
+        templateMatched=True,  # noqa: N803
+        preConvMode=False,  # noqa: N803
+        preConvKernel=None,  # noqa: N803
+        spatiallyVarying=False,  # noqa: N803
+    ):
+        """Decorrelate ``difference`` (when ``doDecorrelation``); returns the exposure."""
+        if not self.config.doDecorrelation:
+            return difference
+        return self.decorrelate.run(
+            science,
+            template,
+            difference,
+            kernel,
+            templateMatched=templateMatched,
+            preConvMode=preConvMode,
+            preConvKernel=preConvKernel,
+            spatiallyVarying=spatiallyVarying,
+        ).correctedExposure
+
+    # ------------------------------------------------------------------------------------------
+    def _run(self, template, science, sources, mode):
+        with self.timer("run"):
+            _validate_exposures(template, science)
+            template = template[science.getBBox()]
+            columns = None if sources is None else source_columns(sources, science.getXY0())
+            try:
+                result = self._call_core(template, science, columns, mode)
+            except InsufficientKernelSourcesError as err:
+                if columns is None or not self.config.allowKernelSourceDetection:
+                    raise
+                self.log.warning("%s Detecting kernel sources and retrying.", err)
+                result = self._call_core(template, science, None, mode)
+        return self._struct(result, template, science)
+
+    def _call_core(self, template, science, columns, mode):
+        return self._core(
+            template.maskedImage,
+            science.maskedImage,
+            template.psf_callable(),
+            science.psf_callable(),
+            columns,
+            core_config(self.config, mode),
+            template_calibration=template.photoCalib,
+            science_calibration=science.photoCalib,
+        )
+
+    def _struct(self, result, template, science):
+        metrics = dict(result.metrics)
+        for key, value in metrics.pop("timings", {}).items():
+            self.metadata[f"{key}Duration"] = value
+        self.metadata.update(metrics)
+        self.metadata["mode"] = result.mode
+        xy0 = science.getXY0()
+        kernel = MatchingKernel(result.solution, result.kernel_config, xy0)
+        kappa = float(result.solution.kernel_sum)
+        scale = 1.0 if result.mode == "convolveTemplate" else -1.0 / (kappa if kappa else 1.0)
+        background = BackgroundModel(
+            result.solution, result.kernel_config, science.image.array.shape, xy0, scale
+        )
+        ks = result.kernel_sources
+        sources = Table(
+            {
+                "x": np.asarray(ks["x"], float) + xy0[0],
+                "y": np.asarray(ks["y"], float) + xy0[1],
+                "index": np.asarray(ks["index"], int),
+                "used": np.asarray(ks["used"], bool),
+            }
+        )
+        matched_psf = science.psf if result.mode == "convolveTemplate" else template.psf
+        out = Struct(
+            matchedTemplate=_exposure(result.matched_template, science, matched_psf),
+            matchedScience=_exposure(result.matched_science, science, matched_psf),
+            backgroundModel=background,
+            psfMatchingKernel=kernel,
+            kernelSources=sources,
+            mode=result.mode,
+        )
+        setattr(out, self._output, _exposure(result.difference, science, matched_psf))
+        return out
+
+    _output = "difference"
+
+
+class AlardLuptonPreconvolveSubtractTask(AlardLuptonSubtractTask):
+    """Score image: the science exposure filtered with its PSF minus the matched template."""
+
+    ConfigClass = AlardLuptonPreconvolveSubtractConfig
+    _DefaultName = "alardLuptonPreconvolveSubtract"
+    _core = staticmethod(alard_lupton_preconvolve_subtract)
+    _output = "scoreExposure"
+
+    def _call_core(self, template, science, columns, mode):
+        return super()._call_core(template, science, columns, "convolveTemplate")
