@@ -4,6 +4,10 @@ The functional core is pure and ``jit``-able: arrays in, arrays out, with a froz
 :class:`KernelFitConfig` as the only static argument. :func:`alard_lupton_subtract` and
 :func:`alard_lupton_preconvolve_subtract` run the whole ip_diffim algorithm (PSF sizes, mode,
 source selection, fit, decorrelation, QA) on arrays, calling the jitted core.
+
+The Task layer (ip_diffim's names: :class:`AlardLuptonSubtractTask`, exposures, FITS) lives in
+:mod:`jaxdiffim.tasks` and :mod:`jaxdiffim.image`; its main names are also reachable here
+(imported on first use, so ``import jaxdiffim`` stays light).
 """
 
 from .alard_lupton import (
@@ -20,16 +24,18 @@ from .basis import (
 )
 from .config import KernelFitConfig
 from .convolve import MaskedImage, apply_kernel, dilate_mask, fft_correlate, term_kernels
-from .decorrelation import decorrelate, decorrelate_spatially
+from .decorrelation import decorrelate, decorrelate_spatially, fill_bad_pixels
 from .detection import detect_sources
 from .errors import (
     BadSubtractionError,
+    InputFileError,
     InsufficientKernelSourcesError,
     InvalidInputError,
     JaxDiffimError,
     KernelFitError,
     NoKernelCandidatesError,
     NoWorkFound,
+    OutputExistsError,
     PrecisionUnavailableError,
     SingularSystemError,
     VarianceScalingError,
@@ -40,10 +46,11 @@ from .masks import MASK_PLANES
 from .pipeline import subtract_images
 from .precision import fit_precision
 from .preconvolution import preconvolve
+from .psf_estimate import estimate_psf
 from .psf_shape import choose_convolution_mode, psf_fwhm, psf_size
 from .quality import footprint_residual_ratio
 from .regularization import regularization_matrix
-from .scale_variance import scale_variance
+from .scale_variance import scale_variance, source_footprints
 from .sources import select_kernel_sources
 from .spatial import spatial_terms
 from .stamps import Candidates, make_candidates
@@ -62,6 +69,7 @@ __all__ = [
     "FWHM_PER_SIGMA",
     "MASK_PLANES",
     "BadSubtractionError",
+    "InputFileError",
     "Candidates",
     "Difference",
     "InsufficientKernelSourcesError",
@@ -73,6 +81,7 @@ __all__ = [
     "MaskedImage",
     "NoKernelCandidatesError",
     "NoWorkFound",
+    "OutputExistsError",
     "PrecisionUnavailableError",
     "SingularSystemError",
     "SubtractionConfig",
@@ -90,7 +99,9 @@ __all__ = [
     "delta_function_basis",
     "describe_status",
     "detect_sources",
+    "estimate_psf",
     "dilate_mask",
+    "fill_bad_pixels",
     "fft_correlate",
     "fit_kernel",
     "fit_kernel_jit",
@@ -105,6 +116,7 @@ __all__ = [
     "regularization_matrix",
     "scale_variance",
     "select_kernel_sources",
+    "source_footprints",
     "spatial_terms",
     "subtract_convolve_science",
     "subtract_convolve_template",
@@ -113,3 +125,46 @@ __all__ = [
     "term_kernels",
     "update_masks",
 ]
+
+#: Task-layer names importable from the top level, and the module that defines each.
+_LAZY = {
+    name: "jaxdiffim.tasks"
+    for name in (
+        "AlardLuptonSubtractTask",
+        "AlardLuptonSubtractConfig",
+        "AlardLuptonPreconvolveSubtractTask",
+        "AlardLuptonPreconvolveSubtractConfig",
+        "DecorrelateALKernelTask",
+        "DecorrelateALKernelConfig",
+        "MakeKernelTask",
+        "MakeKernelConfig",
+        "PsfMatchConfig",
+        "PsfMatchConfigAL",
+        "PsfMatchConfigDF",
+        "Struct",
+        "Task",
+    )
+}
+_LAZY.update(
+    {
+        name: "jaxdiffim.image"
+        for name in (
+            "Exposure",
+            "Box2I",
+            "GaussianPsf",
+            "DoubleGaussianPsf",
+            "ImagePsf",
+            "GridImagePsf",
+            "read_exposure",
+            "write_exposure",
+        )
+    }
+)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'jaxdiffim' has no attribute {name!r}")

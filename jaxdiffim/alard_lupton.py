@@ -39,7 +39,7 @@ from . import status as st
 from .basis import FWHM_PER_SIGMA, alard_lupton_sigmas
 from .config import KernelFitConfig
 from .convolve import MaskedImage
-from .decorrelation import decorrelate, decorrelate_spatially, mean_variance
+from .decorrelation import decorrelate, decorrelate_spatially, fill_bad_pixels, mean_variance
 from .detection import detect_sources
 from .errors import (
     BadSubtractionError,
@@ -66,7 +66,7 @@ from .psf_shape import (
     psf_size,
 )
 from .quality import check_subtraction_quality, footprint_residual_ratio
-from .scale_variance import scale_variance
+from .scale_variance import scale_variance, source_footprints
 from .sources import select_kernel_sources
 from .stamps import make_candidates
 from .subtract import background_image, kernel_image
@@ -293,6 +293,23 @@ class _Prepared(NamedTuple):
     metrics: dict
 
 
+def _detected_mask(masked, psf):
+    """The mask, with source footprints as ``DETECTED`` if it has no detection planes at all.
+
+    Only ScaleVariance sees this mask (ip_diffim's inputs always carry ``DETECTED``).
+    """
+    mask = np.asarray(masked.mask)
+    if np.any(mask & bits(("DETECTED", "DETECTED_NEGATIVE"))):
+        return mask
+    h, w = mask.shape
+    try:
+        image = evaluate_psf(psf, (w - 1) / 2.0, (h - 1) / 2.0)
+    except Exception:  # noqa: BLE001 - no PSF at the centre: leave the mask as it is
+        return mask
+    found = source_footprints(masked.image, masked.variance, mask, image)
+    return np.where(found, mask | bit("DETECTED"), mask).astype(np.int32)
+
+
 def _prepare(template, science, template_psf, science_psf, config, calibrations):
     """Steps 1-3 of ip_diffim's ``_prepareInputs``."""
     science = _as_masked("science", science)
@@ -311,8 +328,12 @@ def _prepare(template, science, template_psf, science_psf, config, calibrations)
     )
     metrics["templateCoveragePercent"] = 100.0 * coverage
     if config.do_scale_variance:
-        t_factor = scale_variance(template.image, template.variance, template.mask)
-        s_factor = scale_variance(science.image, science.variance, science.mask)
+        t_factor = scale_variance(
+            template.image, template.variance, _detected_mask(template, template_psf)
+        )
+        s_factor = scale_variance(
+            science.image, science.variance, _detected_mask(science, science_psf)
+        )
         template = template._replace(variance=template.variance * np.float32(t_factor))
         science = science._replace(variance=science.variance * np.float32(s_factor))
         metrics["scaleTemplateVarianceFactor"] = t_factor
@@ -512,6 +533,7 @@ def _decorrelate(diff, solution, kcfg, unconvolved, convolved, config, scale, pr
         log.warning("Decorrelation: variance ratio %.3g exceeds 1e8.", s2_c / s2_u)
     common = (unconvolved.variance, convolved.variance, s2_u, s2_c, preconv, scale)
     complete = config.complete_var_plane_propagation
+    diff = fill_bad_pixels(diff, config.bad_mask_planes)
     if config.spatially_varying_decorrelation:
         return decorrelate_spatially(
             diff,

@@ -1,100 +1,219 @@
-"""Command line: ``jaxdiffim demo`` subtracts a simulated pair and prints a JSON summary."""
+"""The ``jaxdiffim`` command: ``subtract`` (one pair or a list of pairs) and ``demo``.
+
+Bad input (a missing file, mismatched shapes, no way to get a variance, too few stars, a
+non-finite PSF, an existing output) ends the command with exit status 2 and one line on
+stderr that says what to change, never a traceback. With ``--pairs``, a pair that fails is
+reported and skipped, and the exit status is 1 when any pair failed.
+"""
 
 import argparse
 import json
+import logging
+import os
 import sys
-import time
 
-import numpy as np
+__all__ = ["main"]
 
-__all__ = ["main", "run_demo"]
+log = logging.getLogger("jaxdiffim.cli")
 
 
-def run_demo(size=512, n_stars=120, seed=1):
-    """Simulate a template/science pair, PSF-match, subtract, and summarise (a dict).
+def _plane_args(p, who):
+    g = p.add_argument_group(f"{who} planes (for plain single-HDU images)")
+    g.add_argument(f"--{who}-variance", metavar="FITS", help=f"{who} variance image")
+    g.add_argument(f"--{who}-weight", metavar="FITS", help=f"{who} inverse-variance image")
+    g.add_argument(f"--{who}-sigma", metavar="FITS", help=f"{who} noise (sigma) image")
+    g.add_argument(f"--{who}-mask", metavar="FITS", help=f"{who} integer mask image")
 
-    The pair: template PSF sigma 2.0 px, science 2.4 px, science fluxes 8 % higher, a sky
-    gradient in the science image, unit-ish noise. The summary reports the fitted kernel sum
-    (truth 1.08), the background coefficients, and the difference's noise in units of its
-    propagated variance on empty sky (truth 1).
-    """
-    from . import KernelFitConfig, MaskedImage, alard_lupton_sigmas, make_candidates
-    from .basis import FWHM_PER_SIGMA
-    from .masks import bit
-    from .pipeline import subtract_images
-    from .synthetic import make_test_image
 
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(25, size - 25, n_stars)
-    y = rng.uniform(25, size - 25, n_stars)
-    flux = 10 ** rng.uniform(2.5, 4.0, n_stars)
-    ratio = 1.08
-
-    def sky(xx, yy):
-        return 3.0 + 2.0 * xx / size - 1.0 * yy / size
-
-    tmpl = make_test_image(
-        psf_sigma=2.0, noise_level=1.0, noise_seed=seed, size=(size, size), x=x, y=y, flux=flux
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="jaxdiffim",
+        description="Alard-Lupton PSF-matched image subtraction (a JAX port of lsst.ip.diffim).",
     )
-    sci = make_test_image(
-        psf_sigma=2.4,
-        noise_level=1.0,
-        noise_seed=seed + 1,
-        size=(size, size),
-        x=x,
-        y=y,
-        flux=ratio * flux,
-        background=sky,
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser(
+        "subtract",
+        help="subtract TEMPLATE from SCIENCE (or every pair of --pairs)",
+        description="Inputs: afw MaskedImage FITS files, or plain images (variance estimated "
+        "from GAIN/RDNOISE/AVSKY or the pixels when no plane is given). The difference is "
+        "written in afw's layout on the science pixel grid.",
     )
-    sigmas, kernel_size = alard_lupton_sigmas(2.0 * FWHM_PER_SIGMA, 2.4 * FWHM_PER_SIGMA)
-    config = KernelFitConfig(kernel_size=kernel_size)
-    zeros = np.zeros((size, size), np.int32)
-    t0 = time.perf_counter()
-    diff, sol = subtract_images(
-        MaskedImage(tmpl.image, tmpl.variance, zeros),
-        MaskedImage(sci.image, sci.variance, zeros),
-        make_candidates(x, y, flux),
-        config,
-        sigmas,
-        subtract_background=True,
+    s.add_argument("template", nargs="?", help="template FITS file")
+    s.add_argument("science", nargs="?", help="science FITS file")
+    s.add_argument("-o", "--output", metavar="DIFF.fits", help="difference image to write")
+    s.add_argument("--pairs", metavar="LIST.txt", help="file of 'TEMPLATE SCIENCE' lines")
+    s.add_argument("--outdir", metavar="DIR", help="output directory for --pairs")
+    s.add_argument("--sources", metavar="CAT", help="kernel-source catalogue (any astropy table)")
+    s.add_argument(
+        "--mode", choices=("auto", "convolveTemplate", "convolveScience"), default="auto"
     )
-    d = np.asarray(diff.difference.image)
-    elapsed = time.perf_counter() - t0
-    v = np.asarray(diff.difference.variance)
-    m = np.asarray(diff.difference.mask)
-    yy, xx = np.mgrid[0:size, 0:size]
-    near = np.zeros((size, size), bool)
-    for xi, yi in zip(x, y, strict=True):
-        near |= (xx - xi) ** 2 + (yy - yi) ** 2 < 144
-    sky_pix = ~near & ((m & (bit("EDGE") | bit("NO_DATA"))) == 0)
-    return {
-        "image_size": size,
-        "n_candidates": int(n_stars),
-        "n_used": int(np.asarray(sol.used).sum()),
-        "kernel_size": kernel_size,
-        "kernel_sum": float(sol.kernel_sum),
-        "kernel_sum_truth": ratio,
-        "background_coefficients": [float(c) for c in np.asarray(sol.background_coefficients)],
-        "condition_number": float(sol.condition_number),
-        "sky_noise_in_sigma": float(np.std(d[sky_pix] / np.sqrt(v[sky_pix]))),
-        "sky_mean_in_sigma": float(np.mean(d[sky_pix] / np.sqrt(v[sky_pix]))),
-        "all_finite": bool(np.isfinite(d).all()),
-        "seconds_including_compile": round(elapsed, 3),
-    }
+    s.add_argument("--template-psf", metavar="PSF.fits", help="template PSF stamp")
+    s.add_argument("--science-psf", metavar="PSF.fits", help="science PSF stamp")
+    s.add_argument("--kernel", choices=("al", "df"), default="al", help="basis (default al)")
+    s.add_argument("--no-decorrelate", action="store_true", help="skip decorrelation")
+    s.add_argument("--score", action="store_true", help="write the score (preconvolved) image")
+    s.add_argument("--spatial-kernel-order", type=int, metavar="N")
+    s.add_argument("--spatial-bg-order", type=int, metavar="N")
+    s.add_argument("--json", metavar="SUMMARY.json", help="also write the summary as JSON")
+    s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    _plane_args(s, "template")
+    _plane_args(s, "science")
+
+    d = sub.add_parser("demo", help="simulate a realistic pair, subtract it, write FITS + PNG")
+    d.add_argument("--outdir", default="jaxdiffim-demo", metavar="DIR")
+    d.add_argument("--size", type=int, default=512, help="image side in pixels (>= 128)")
+    d.add_argument("--overwrite", action="store_true")
+    return parser
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _options(args):
+    from .file_subtraction import SubtractOptions
+
+    return SubtractOptions(
+        mode=args.mode,
+        kernel=args.kernel,
+        decorrelate=not args.no_decorrelate,
+        score=args.score,
+        overwrite=args.overwrite,
+        spatial_kernel_order=args.spatial_kernel_order,
+        spatial_bg_order=args.spatial_bg_order,
+    )
+
+
+def _planes(args, who):
+    out = {}
+    for kind in ("variance", "weight", "sigma", "mask"):
+        value = getattr(args, f"{who}_{kind}")
+        if value:
+            out[kind] = value
+    return out
+
+
+def _subtract_one(args):
+    from .file_subtraction import subtract_files
+
+    if not (args.template and args.science and args.output):
+        raise _UsageError(
+            "subtract needs TEMPLATE SCIENCE -o DIFF.fits (or --pairs LIST --outdir DIR)"
+        )
+    summary = subtract_files(
+        args.template,
+        args.science,
+        args.output,
+        options=_options(args),
+        sources=args.sources,
+        template_psf=args.template_psf,
+        science_psf=args.science_psf,
+        template_planes=_planes(args, "template"),
+        science_planes=_planes(args, "science"),
+        summary_path=args.json,
+    )
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _read_pairs(path):
+    if not os.path.exists(path):
+        raise _UsageError(f"pairs file {path!r} does not exist")
+    pairs = []
+    with open(path) as fh:
+        for n, line in enumerate(fh, 1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            parts = line.split()
+            if len(parts) not in (2, 3):
+                raise _UsageError(f"{path}:{n}: expected 'TEMPLATE SCIENCE [OUTPUT]', got {line!r}")
+            pairs.append(parts)
+    if not pairs:
+        raise _UsageError(f"pairs file {path!r} lists no pairs")
+    return pairs
+
+
+def _progress(i, n, failed):
+    stream = sys.stderr
+    width = 30
+    done = int(width * i / n)
+    stream.write(f"\r[{'#' * done}{'.' * (width - done)}] {i}/{n} pairs, {failed} failed")
+    stream.flush()
+
+
+def _subtract_pairs(args):
+    from .errors import JaxDiffimError
+    from .file_subtraction import subtract_files
+
+    if args.template or args.science or args.output:
+        raise _UsageError("give either TEMPLATE SCIENCE -o OUT or --pairs LIST --outdir DIR")
+    if not args.outdir:
+        raise _UsageError("--pairs needs --outdir DIR")
+    pairs = _read_pairs(args.pairs)
+    os.makedirs(args.outdir, exist_ok=True)
+    options = _options(args)
+    results, failures = [], []
+    _progress(0, len(pairs), 0)
+    for i, parts in enumerate(pairs, 1):
+        template, science = parts[:2]
+        stem = os.path.splitext(os.path.basename(science))[0]
+        tstem = os.path.splitext(os.path.basename(template))[0]
+        name = parts[2] if len(parts) == 3 else f"diff_{stem}_minus_{tstem}.fits"
+        output = os.path.join(args.outdir, name)
+        try:
+            summary = subtract_files(
+                template,
+                science,
+                output,
+                options=options,
+                template_psf=args.template_psf,
+                science_psf=args.science_psf,
+                summary_path=os.path.splitext(output)[0] + ".json",
+            )
+            results.append(summary)
+        except (JaxDiffimError, OSError, ValueError) as err:
+            failures.append({"template": template, "science": science, "error": _one_line(err)})
+            sys.stderr.write(f"\nfailed: {template} {science}: {_one_line(err)}\n")
+        _progress(i, len(pairs), len(failures))
+    sys.stderr.write("\n")
+    print(json.dumps({"succeeded": len(results), "failed": failures}, indent=2))
+    return 1 if failures else 0
+
+
+def _one_line(err):
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}"
 
 
 def main(argv=None):
-    """Entry point of the ``jaxdiffim`` command."""
-    parser = argparse.ArgumentParser(prog="jaxdiffim", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="subtract a simulated pair and print a JSON summary")
-    demo.add_argument("--size", type=int, default=512, help="image side in pixels")
+    """Entry point of the ``jaxdiffim`` command; returns the exit status."""
+    parser = _parser()
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        if args.size < 128:
-            parser.error("--size must be at least 128 pixels")
-        print(json.dumps(run_demo(size=args.size), indent=2))
-    return 0
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    from .errors import JaxDiffimError
+
+    try:
+        if args.command == "demo":
+            if args.size < 128:
+                raise _UsageError("--size must be at least 128 pixels")
+            from .demo import run_demo
+
+            summary = run_demo(args.outdir, size=args.size, overwrite=args.overwrite)
+            print(json.dumps(summary, indent=2))
+            return 0
+        if args.pairs:
+            return _subtract_pairs(args)
+        return _subtract_one(args)
+    except _UsageError as err:
+        parser.exit(2, f"jaxdiffim: error: {err}\n")
+    except (JaxDiffimError, OSError, ValueError) as err:
+        parser.exit(2, f"jaxdiffim: error: {_one_line(err)}\n")
 
 
 if __name__ == "__main__":  # pragma: no cover

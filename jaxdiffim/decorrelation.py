@@ -49,6 +49,7 @@ __all__ = [
     "decorrelation_spectrum",
     "decorrelate",
     "decorrelate_spatially",
+    "fill_bad_pixels",
     "node_grid",
 ]
 
@@ -89,6 +90,31 @@ def mean_variance(variance, mask, ignore_planes=DECORRELATION_IGNORE_PLANES, max
     variance, mask = variance[::step], mask[::step]
     good = ((mask & bits(ignore_planes)) == 0) & jnp.isfinite(variance)
     return clipped_mean_std(variance, good)[0]
+
+
+def fill_bad_pixels(difference, bad_planes=("NO_DATA", "BAD", "SAT", "EDGE")):
+    """Set finite pixels of ``bad_planes`` to the median of the good ones, before filtering.
+
+    A bad column or a saturated core is garbage of arbitrary size; the decorrelation filter
+    (about the kernel's width) would spread it over its neighbours, which are good pixels.
+    ip_diffim filters the garbage as it is (a deliberate difference). Non-finite pixels are left
+    as they are (the filter skips them). The mask is unchanged.
+
+    Parameters
+    ----------
+    difference : MaskedImage, shape (H, W)
+    bad_planes : sequence of str
+
+    Returns
+    -------
+    MaskedImage
+    """
+    image = difference.image
+    finite = jnp.isfinite(image)
+    bad = ((difference.mask & bits(bad_planes)) != 0) & finite
+    median = jnp.nanmedian(jnp.where(bad | ~finite, jnp.nan, image))
+    median = jnp.where(jnp.isfinite(median), median, 0.0).astype(image.dtype)
+    return MaskedImage(jnp.where(bad, median, image), difference.variance, difference.mask)
 
 
 def _fast_size(n):

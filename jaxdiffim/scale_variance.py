@@ -52,6 +52,7 @@ __all__ = [
     "DEFAULT_MASK_PLANES",
     "coarse_background",
     "scale_variance",
+    "source_footprints",
 ]
 
 #: Planes ignored by ``ScaleVarianceTask`` (its ``maskPlanes`` and background ``ignoredPixelMask``).
@@ -366,3 +367,45 @@ def scale_variance(
             "(zero inter-quartile range), so no credible factor exists."
         )
     return factor
+
+
+def source_footprints(image, variance, mask, psf, *, threshold=5.0, n_sigma_to_grow=2.4):
+    """Pixels of detected sources, for images that come without a ``DETECTED`` plane.
+
+    ip_diffim's inputs carry ``DETECTED`` from single-frame processing, and ScaleVariance leaves
+    those pixels out. For an image without it (a FITS file from elsewhere, a simulation) this
+    makes the equivalent: the PSF-matched-filter S/N after :func:`coarse_background`,
+    ``|S/N| > threshold`` (both polarities, as afw's 5-sigma detection), grown by
+    ``n_sigma_to_grow`` PSF sigmas (afw's ``nSigmaToGrow``).
+
+    Parameters
+    ----------
+    image, variance : array_like, shape (H, W)
+    mask : array_like of int, shape (H, W)
+    psf : array_like, shape (k, k)
+        PSF image (normalised here).
+    threshold, n_sigma_to_grow : float
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (H, W)
+    """
+    from .basis import FWHM_PER_SIGMA
+    from .convolve import dilate_mask, fft_correlate
+    from .psf_shape import psf_fwhm
+
+    image = jnp.asarray(image, jnp.float32)
+    variance = jnp.asarray(variance, jnp.float32)
+    mask = jnp.asarray(mask, jnp.int32)
+    p = np.asarray(psf, np.float64)
+    p = p / p.sum()
+    bad = bits(DEFAULT_MASK_PLANES)
+    good = ((mask & bad) == 0) & jnp.isfinite(image) & jnp.isfinite(variance) & (variance > 0)
+    residual = jnp.where(good, image - coarse_background(image, mask), 0.0)
+    num = fft_correlate(residual, jnp.asarray(p, jnp.float32))
+    den = fft_correlate(jnp.where(good, variance, 0.0), jnp.asarray(p * p, jnp.float32))
+    snr = num / jnp.sqrt(jnp.maximum(den, 1e-30))
+    hit = (jnp.abs(snr) > threshold) & (den > 0)
+    sigma = psf_fwhm(p) / FWHM_PER_SIGMA
+    size = 2 * int(math.ceil(n_sigma_to_grow * sigma)) + 1
+    return np.asarray(dilate_mask(hit.astype(jnp.int32), size)) != 0

@@ -6,7 +6,7 @@ Task form of :func:`jaxdiffim.decorrelate` / :func:`jaxdiffim.decorrelate_spatia
 
 import numpy as np
 
-from ..decorrelation import decorrelate, decorrelate_spatially, mean_variance
+from ..decorrelation import decorrelate, decorrelate_spatially, fill_bad_pixels, mean_variance
 from ..errors import InvalidInputError
 from ..masks import bits
 from .base import Struct, Task
@@ -25,6 +25,11 @@ class DecorrelateALKernelConfig(Config):
     )
     completeVarPlanePropagation = Field(
         "Propagate the variance planes through the filter (else Σφ² weights).", bool, False
+    )
+    badMaskPlanes = ListField(
+        "Planes whose pixels are set to the median before filtering (jaxdiffim addition).",
+        str,
+        ["NO_DATA", "BAD", "SAT", "EDGE"],
     )
     nodesPerAxis = Field(
         "Filter nodes per axis for spatially varying decorrelation (jaxdiffim addition).",
@@ -101,7 +106,7 @@ class DecorrelateALKernelTask(Task):
                 np.float32,
             )
             pre = pre / pre.sum()
-        d_mi = diff.maskedImage
+        d_mi = fill_bad_pixels(diff.maskedImage, tuple(self.config.badMaskPlanes))
         common = (unconvolved.variance, convolved.variance, s2_u, s2_c, pre, scale)
         complete = self.config.completeVarPlanePropagation
         if spatiallyVarying:

@@ -1,0 +1,170 @@
+"""The ``jaxdiffim`` command: bad input gives one clear line, --pairs skips failures, the demo."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from jaxdiffim import file_subtraction
+from jaxdiffim.cli import main
+from jaxdiffim.demo import run_demo
+from jaxdiffim.errors import SingularSystemError
+from jaxdiffim.image import read_exposure
+from jaxdiffim.synthetic import gaussian_stamp
+
+DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "decam")
+
+
+def path(name):
+    p = os.path.join(DATA, f"DEC-OBS{name}.mini.fits")
+    if not os.path.exists(p):
+        pytest.fail(f"the DECam test data are missing: {p}")
+    return p
+
+
+def fails_cleanly(argv, capsys, match):
+    """Exit status 2 and exactly one stderr line naming the problem, no traceback."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("jaxdiffim: error:") and match in lines[0], lines[0]
+    assert "Traceback" not in err
+
+
+def test_missing_file_via_python_m(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxdiffim", "subtract", "nope.fits", path("18b"), "-o", "d.fits"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "jaxdiffim: error: InputFileError: Image file 'nope.fits' does not exist."
+    ]
+    assert not (tmp_path / "d.fits").exists()
+
+
+def test_bad_inputs_one_line_each(tmp_path, capsys):
+    out = str(tmp_path / "d.fits")
+    # wrong shapes: a template smaller than the science image
+    small = tmp_path / "small.fits"
+    fits.PrimaryHDU(fits.getdata(path("04b"))[:100, :100]).writeto(small)
+    fails_cleanly(["subtract", str(small), path("18b"), "-o", out], capsys, "cover")
+    # no variance and no way to estimate one: a constant image without header keys
+    flat = tmp_path / "flat.fits"
+    fits.PrimaryHDU(np.ones((256, 256))).writeto(flat)
+    fails_cleanly(["subtract", str(flat), path("18b"), "-o", out], capsys, "variance")
+    # a non-finite PSF file
+    psf = gaussian_stamp(21, 2.0)
+    psf[3, 3] = np.inf
+    bad_psf = tmp_path / "psf.fits"
+    fits.PrimaryHDU(psf).writeto(bad_psf)
+    argv = ["subtract", path("04b"), path("18b"), "-o", out, "--science-psf", str(bad_psf)]
+    fails_cleanly(argv, capsys, "non-finite")
+    # usage errors
+    fails_cleanly(["subtract", path("04b"), path("18b")], capsys, "-o DIFF.fits")
+    fails_cleanly(
+        ["subtract", "--pairs", str(tmp_path / "none.txt"), "--outdir", "x"],
+        capsys,
+        "does not exist",
+    )
+    assert not os.path.exists(out)
+
+
+def test_too_few_stars(tmp_path, capsys):
+    """OBS18a as template, OBS04a (5.2 px seeing, few isolated stars) as science."""
+    argv = ["subtract", path("18a"), path("04a"), "-o", str(tmp_path / "d.fits")]
+    fails_cleanly(argv, capsys, "kernel-source selection")
+
+
+def test_existing_output_is_kept(tmp_path, capsys):
+    out = tmp_path / "d.fits"
+    out.write_bytes(b"keep me")
+    fails_cleanly(["subtract", path("04b"), path("18b"), "-o", str(out)], capsys, "--overwrite")
+    assert out.read_bytes() == b"keep me"
+
+
+def test_pairs_skip_failures(tmp_path, capsys):
+    listing = tmp_path / "pairs.txt"
+    missing = tmp_path / "missing.fits"
+    listing.write_text(
+        f"# template science\n{path('04b')} {path('18b')}\n{missing} {path('18b')}\n"
+    )
+    outdir = tmp_path / "out"
+    code = main(["subtract", "--pairs", str(listing), "--outdir", str(outdir)])
+    assert code == 1
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["succeeded"] == 1
+    assert len(report["failed"]) == 1 and "missing.fits" in report["failed"][0]["template"]
+    assert "2/2 pairs, 1 failed" in captured.err
+    written = sorted(os.listdir(outdir))
+    assert written == [
+        "diff_DEC-OBS18b.mini_minus_DEC-OBS04b.mini.fits",
+        "diff_DEC-OBS18b.mini_minus_DEC-OBS04b.mini.json",
+    ]
+    diff = read_exposure(outdir / written[0])
+    assert np.isfinite(diff.image.array).all()
+
+
+def test_singular_spatial_fit_is_refitted_constant(monkeypatch):
+    """Without explicit orders, a singular spatial fit is retried as a constant kernel."""
+    calls = []
+
+    class FakeConfig:
+        def __init__(self):
+            self.mode = None
+            self.doDecorrelation = None
+            active = type("K", (), {"spatialKernelOrder": 1, "spatialBgOrder": 2})()
+            self.makeKernel = type("M", (), {})()
+            self.makeKernel.kernel = type("C", (), {"name": "AL", "active": active})()
+
+    class FakeTask:
+        ConfigClass = FakeConfig
+
+        def __init__(self, config):
+            self.orders = (
+                config.makeKernel.kernel.active.spatialKernelOrder,
+                config.makeKernel.kernel.active.spatialBgOrder,
+            )
+
+        def run(self, *args):
+            calls.append(self.orders)
+            if self.orders != (0, 0):
+                raise SingularSystemError("singular")
+            return "result"
+
+    big = type("E", (), {"image": type("I", (), {"array": np.zeros((600, 600))})()})()
+    opts = file_subtraction.SubtractOptions()
+    task, result, orders, fallback = file_subtraction._run(FakeTask, opts, big, big, None)
+    assert (result, orders, fallback) == ("result", (0, 0), True)
+    assert calls == [(1, 2), (0, 0)]
+    calls.clear()
+    with pytest.raises(SingularSystemError):  # explicit orders are never changed
+        file_subtraction._run(
+            FakeTask, file_subtraction.SubtractOptions(spatial_kernel_order=1), big, big, None
+        )
+    assert calls == [(1, 2)]
+
+
+def test_demo_writes_everything(tmp_path):
+    summary = run_demo(tmp_path / "demo", size=256)
+    for name in ("template.fits", "science.fits", "difference.fits", "demo.png", "summary.json"):
+        assert os.path.exists(summary["outputs"][name])
+    with open(summary["outputs"]["demo.png"], "rb") as fh:
+        assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert summary["mode"] == "convolveTemplate"
+    assert summary["kernel_sum"] == pytest.approx(summary["kernel_sum_truth"], rel=0.03)
+    assert min(summary["transient_peak_snr"]) > 8
+    assert summary["sky_noise_in_sigma"] == pytest.approx(1.0, abs=0.1)
+    with pytest.raises(FileExistsError):
+        run_demo(tmp_path / "demo", size=256)
