@@ -138,6 +138,8 @@ _LAZY = {
         "DecorrelateALKernelConfig",
         "MakeKernelTask",
         "MakeKernelConfig",
+        "ModelPsfMatchTask",
+        "ModelPsfMatchConfig",
         "PsfMatchConfig",
         "PsfMatchConfigAL",
         "PsfMatchConfigDF",

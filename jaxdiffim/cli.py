@@ -144,6 +144,15 @@ def _progress(i, n, failed):
     stream.flush()
 
 
+def _stem(path):
+    """File name without directory and without ``.gz``/``.fz`` and ``.fits``/``.fit``."""
+    name = os.path.basename(path)
+    for ext in (".gz", ".fz", ".fits", ".fit"):
+        if name.lower().endswith(ext):
+            name = name[: -len(ext)]
+    return name
+
+
 def _subtract_pairs(args):
     from .errors import JaxDiffimError
     from .file_subtraction import subtract_files
@@ -159,9 +168,9 @@ def _subtract_pairs(args):
     _progress(0, len(pairs), 0)
     for i, parts in enumerate(pairs, 1):
         template, science = parts[:2]
-        stem = os.path.splitext(os.path.basename(science))[0]
-        tstem = os.path.splitext(os.path.basename(template))[0]
-        name = parts[2] if len(parts) == 3 else f"diff_{stem}_minus_{tstem}.fits"
+        name = (
+            parts[2] if len(parts) == 3 else f"diff_{_stem(science)}_minus_{_stem(template)}.fits"
+        )
         output = os.path.join(args.outdir, name)
         try:
             summary = subtract_files(

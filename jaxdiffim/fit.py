@@ -71,6 +71,7 @@ __all__ = [
     "fit_kernel",
     "fit_single_stamp",
     "fit_kernel_jit",
+    "fit_stamps_jit",
     "prepare_fit_arguments",
     "image_bbox",
 ]
@@ -259,8 +260,13 @@ def stamp_systems(t, s, vt, vs, ok, basis, config):
 
 
 def solve_stamps(systems):
-    """Solve every stamp's system. Returns coefficients ``(N, n_b + 1)`` and a finite mask."""
-    a = jax.vmap(jacobi_cholesky_solve)(systems.m, systems.b)
+    """Solve every stamp's system. Returns coefficients ``(N, n_b + 1)`` and a finite mask.
+
+    A singular stamp system gets the eigen pseudo-inverse, as ip_diffim's
+    ``KernelSolution::solve`` falls back to (PSF-model stamps smaller than the basis count are
+    singular yet valid). Used on ``stop_gradient`` data only.
+    """
+    a = jax.vmap(lambda m, b: solve_with_fallback(m, b).x)(systems.m, systems.b)
     return a, jnp.all(jnp.isfinite(a), axis=1)
 
 
@@ -407,13 +413,43 @@ def fit_kernel_jit(
     KernelSolution
     """
     size = config.stamp_size
-    dtype = FIT_DTYPE
     inside = stamp_inside(candidates, science.shape, size)
     stamps = [
-        cut_stamps(img, candidates, size).astype(dtype)
+        cut_stamps(img, candidates, size).astype(FIT_DTYPE)
         for img in (template, science, template_variance, science_variance)
     ]
-    t, s, vt, vs = stamps
+    out = jnp.result_type(template, science)  # hand results back in the caller's precision
+    return fit_stamps_jit(*stamps, candidates, sigmas, bbox, inside, jnp.dtype(out), config=config)
+
+
+@functools.partial(jax.jit, static_argnames=("out", "config"))
+def fit_stamps_jit(t, s, vt, vs, candidates, sigmas, bbox, inside=True, out=None, *, config):
+    """The fit from stamps already cut (the part of :func:`fit_kernel_jit` after cutting).
+
+    Used directly to match PSF *models* (``ModelPsfMatchTask``): the stamps are PSF images
+    realised at the candidate positions, which are still the positions of the spatial model.
+
+    Parameters
+    ----------
+    t, s, vt, vs : Array, shape (N, S, S)
+        Convolved-image, reference-image and variance stamps, ``S >= kernel_size``, centred on
+        the candidates (``N`` = the candidates' capacity).
+    candidates : Candidates
+    sigmas : Array
+    bbox : Array, shape (4,)
+    inside : bool or Array of bool, shape (N,)
+        Candidates whose stamps lie on the image.
+    out : dtype, optional
+        Dtype of the results (default: that of ``t``).
+    config : KernelFitConfig (static)
+
+    Returns
+    -------
+    KernelSolution
+    """
+    dtype = FIT_DTYPE
+    out = t.dtype if out is None else out
+    t, s, vt, vs = (a.astype(dtype) for a in (t, s, vt, vs))
     finite = jnp.all(
         jnp.isfinite(t) & jnp.isfinite(s) & jnp.isfinite(vt) & jnp.isfinite(vs), axis=(1, 2)
     )
@@ -457,7 +493,6 @@ def fit_kernel_jit(
     status = status | jnp.where(result.used_fallback, st.SINGULAR, 0)
     status = status | jnp.where(result.finite, 0, st.NONFINITE)
     status = status | jnp.where(settled, 0, st.NOT_CONVERGED)
-    out = jnp.result_type(template, science)  # hand results back in the caller's precision
     return KernelSolution(
         basis=basis.images.astype(out),
         kernel_coefficients=kc.astype(out),

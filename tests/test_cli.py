@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 from astropy.io import fits
+from utils import decam_path
 
 from jaxdiffim import file_subtraction
 from jaxdiffim.cli import main
@@ -15,15 +16,6 @@ from jaxdiffim.demo import run_demo
 from jaxdiffim.errors import SingularSystemError
 from jaxdiffim.image import read_exposure
 from jaxdiffim.synthetic import gaussian_stamp
-
-DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "decam")
-
-
-def path(name):
-    p = os.path.join(DATA, f"DEC-OBS{name}.mini.fits")
-    if not os.path.exists(p):
-        pytest.fail(f"the DECam test data are missing: {p}")
-    return p
 
 
 def fails_cleanly(argv, capsys, match):
@@ -40,7 +32,16 @@ def fails_cleanly(argv, capsys, match):
 
 def test_missing_file_via_python_m(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "jaxdiffim", "subtract", "nope.fits", path("18b"), "-o", "d.fits"],
+        [
+            sys.executable,
+            "-m",
+            "jaxdiffim",
+            "subtract",
+            "nope.fits",
+            decam_path("18b"),
+            "-o",
+            "d.fits",
+        ],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -57,21 +58,29 @@ def test_bad_inputs_one_line_each(tmp_path, capsys):
     out = str(tmp_path / "d.fits")
     # wrong shapes: a template smaller than the science image
     small = tmp_path / "small.fits"
-    fits.PrimaryHDU(fits.getdata(path("04b"))[:100, :100]).writeto(small)
-    fails_cleanly(["subtract", str(small), path("18b"), "-o", out], capsys, "cover")
+    fits.PrimaryHDU(fits.getdata(decam_path("04b"))[:100, :100]).writeto(small)
+    fails_cleanly(["subtract", str(small), decam_path("18b"), "-o", out], capsys, "cover")
     # no variance and no way to estimate one: a constant image without header keys
     flat = tmp_path / "flat.fits"
     fits.PrimaryHDU(np.ones((256, 256))).writeto(flat)
-    fails_cleanly(["subtract", str(flat), path("18b"), "-o", out], capsys, "variance")
+    fails_cleanly(["subtract", str(flat), decam_path("18b"), "-o", out], capsys, "variance")
     # a non-finite PSF file
     psf = gaussian_stamp(21, 2.0)
     psf[3, 3] = np.inf
     bad_psf = tmp_path / "psf.fits"
     fits.PrimaryHDU(psf).writeto(bad_psf)
-    argv = ["subtract", path("04b"), path("18b"), "-o", out, "--science-psf", str(bad_psf)]
+    argv = [
+        "subtract",
+        decam_path("04b"),
+        decam_path("18b"),
+        "-o",
+        out,
+        "--science-psf",
+        str(bad_psf),
+    ]
     fails_cleanly(argv, capsys, "non-finite")
     # usage errors
-    fails_cleanly(["subtract", path("04b"), path("18b")], capsys, "-o DIFF.fits")
+    fails_cleanly(["subtract", decam_path("04b"), decam_path("18b")], capsys, "-o DIFF.fits")
     fails_cleanly(
         ["subtract", "--pairs", str(tmp_path / "none.txt"), "--outdir", "x"],
         capsys,
@@ -82,23 +91,24 @@ def test_bad_inputs_one_line_each(tmp_path, capsys):
 
 def test_too_few_stars(tmp_path, capsys):
     """OBS18a as template, OBS04a (5.2 px seeing, few isolated stars) as science."""
-    argv = ["subtract", path("18a"), path("04a"), "-o", str(tmp_path / "d.fits")]
+    argv = ["subtract", decam_path("18a"), decam_path("04a"), "-o", str(tmp_path / "d.fits")]
     fails_cleanly(argv, capsys, "kernel-source selection")
 
 
 def test_existing_output_is_kept(tmp_path, capsys):
     out = tmp_path / "d.fits"
     out.write_bytes(b"keep me")
-    fails_cleanly(["subtract", path("04b"), path("18b"), "-o", str(out)], capsys, "--overwrite")
+    fails_cleanly(
+        ["subtract", decam_path("04b"), decam_path("18b"), "-o", str(out)], capsys, "--overwrite"
+    )
     assert out.read_bytes() == b"keep me"
 
 
 def test_pairs_skip_failures(tmp_path, capsys):
     listing = tmp_path / "pairs.txt"
     missing = tmp_path / "missing.fits"
-    listing.write_text(
-        f"# template science\n{path('04b')} {path('18b')}\n{missing} {path('18b')}\n"
-    )
+    t, s = decam_path("04b"), decam_path("18b")
+    listing.write_text(f"# template science\n{t} {s}\n{missing} {s}\n")
     outdir = tmp_path / "out"
     code = main(["subtract", "--pairs", str(listing), "--outdir", str(outdir)])
     assert code == 1

@@ -9,11 +9,11 @@ this pair (whose strongest residual is the variable in both directions) was chos
 """
 
 import json
-import os
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from utils import decam_path
 
 from jaxdiffim.cli import main
 from jaxdiffim.convolve import dilate_mask
@@ -22,26 +22,18 @@ from jaxdiffim.image import read_exposure
 from jaxdiffim.masks import bits
 from jaxdiffim.tasks import AlardLuptonSubtractTask
 
-DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "decam")
 VARIABLE = (56, 180)
 BAD = bits(("EDGE", "NO_DATA", "BAD", "SAT", "SAT_TEMPLATE"))
 
 
-def path(name):
-    p = os.path.join(DATA, f"DEC-OBS{name}.mini.fits")
-    if not os.path.exists(p):
-        pytest.fail(f"the DECam test data are missing: {p}")
-    return p
-
-
 @pytest.fixture(scope="module")
 def night04():
-    return load_exposure(path("04b"))
+    return load_exposure(decam_path("04b"))
 
 
 @pytest.fixture(scope="module")
 def night18():
-    return load_exposure(path("18b"))
+    return load_exposure(decam_path("18b"))
 
 
 def check_difference(diff, template, science, sign):
@@ -87,7 +79,7 @@ def test_cli_on_decam_both_directions(tmp_path, capsys):
     for t, s, mode in (("04b", "18b", "convolveScience"), ("18b", "04b", "convolveTemplate")):
         out = tmp_path / f"diff_{s}.fits"
         summary = tmp_path / f"diff_{s}.json"
-        argv = ["subtract", path(t), path(s), "-o", str(out), "--json", str(summary)]
+        argv = ["subtract", decam_path(t), decam_path(s), "-o", str(out), "--json", str(summary)]
         assert main(argv) == 0
         printed = json.loads(capsys.readouterr().out)
         data = json.loads(summary.read_text())
@@ -101,11 +93,11 @@ def test_cli_on_decam_both_directions(tmp_path, capsys):
         assert data["n_kernel_sources_used"] >= 3
         assert set(data["timings_s"]) == {"read", "subtract", "write"}
         diff = read_exposure(out)
-        science = read_exposure(path(s))
+        science = read_exposure(decam_path(s))
         assert diff.getBBox() == science.getBBox()
         np.testing.assert_allclose(
             diff.wcs.pixel_to_world_values(100, 50), science.wcs.pixel_to_world_values(100, 50)
         )
         assert diff.metadata["EXPTIME"] == science.metadata["EXPTIME"]
-        template = load_exposure(path(t))
-        check_difference(diff, template, load_exposure(path(s)), sign=1 if s == "18b" else -1)
+        template = load_exposure(decam_path(t))
+        check_difference(diff, template, load_exposure(decam_path(s)), sign=1 if s == "18b" else -1)

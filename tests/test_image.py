@@ -7,6 +7,7 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
+from utils import decam_path
 
 from jaxdiffim.errors import InputFileError, InvalidInputError, OutputExistsError
 from jaxdiffim.image import (
@@ -26,15 +27,6 @@ from jaxdiffim.image import (
 from jaxdiffim.masks import MASK_PLANES
 from jaxdiffim.psf_estimate import estimate_psf
 from jaxdiffim.synthetic import gaussian_stamp, make_test_image
-
-DECAM = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "decam")
-
-
-def decam(name):
-    path = os.path.join(DECAM, f"DEC-OBS{name}.mini.fits")
-    if not os.path.exists(path):
-        pytest.fail(f"the DECam test data are missing: {path}")
-    return path
 
 
 def test_box_and_subimage_keep_parent_coordinates():
@@ -222,7 +214,7 @@ def test_variance_estimates():
 
 def test_decam_header_variance_matches_pixel_noise():
     """The header estimate (gain, read noise, AVSKY) agrees with the robust pixel noise."""
-    exp = read_exposure(decam("04e"))
+    exp = read_exposure(decam_path("04b"))
     img = exp.image.array
     robust = (1.4826 * np.median(np.abs(img - np.median(img)))) ** 2
     assert np.median(exp.variance.array) == pytest.approx(robust, rel=0.15)

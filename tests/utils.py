@@ -1,5 +1,7 @@
 """Test helpers: independent statistics (afw-style) and the ip_diffim test scenes."""
 
+import os
+
 import numpy as np
 
 from jaxdiffim import KernelFitConfig, MaskedImage, alard_lupton_sigmas, make_candidates
@@ -83,3 +85,14 @@ def good_pixels(diff, scene, extra=()):
     for e in extra:
         bad |= e
     return ~bad & np.isfinite(np.asarray(diff.image))
+
+
+DECAM_DIR = os.path.join(os.path.dirname(__file__), "data", "decam")
+
+
+def decam_path(name):
+    """Path of the vendored DECam cut-out ``DEC-OBS<name>.mini.fits.gz`` (tests/data/decam)."""
+    path = os.path.join(DECAM_DIR, f"DEC-OBS{name}.mini.fits.gz")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"the DECam test data are missing: {path}")
+    return path

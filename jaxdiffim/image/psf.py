@@ -15,6 +15,7 @@ import numpy as np
 
 from ..basis import FWHM_PER_SIGMA
 from ..errors import InvalidInputError
+from ..model_psf import recentre
 from ..psf_shape import psf_moments
 from .exposure import Image
 
@@ -108,6 +109,11 @@ class _Psf:
         """Kernel image at parent position ``(x, y)`` (the core's callable-PSF form)."""
         return self.computeKernelImage(x, y)
 
+    def getDimensions(self):  # noqa: N802
+        """``(width, height)`` of the kernel image at the average position."""
+        h, w = self.computeKernelImage().shape
+        return w, h
+
 
 def _gaussian(width, height, sigma, sigma2=None, b=0.0):
     u = np.arange(width) - (width - 1) // 2
@@ -148,6 +154,10 @@ class GaussianPsf(_Psf):
     def getSigma(self):  # noqa: N802
         return self.sigma
 
+    def resized(self, width, height):
+        """The same PSF on a ``width`` x ``height`` kernel image."""
+        return GaussianPsf(width, height, self.sigma)
+
     def __repr__(self):
         return f"GaussianPsf({self.width}, {self.height}, sigma={self.sigma})"
 
@@ -177,6 +187,19 @@ class DoubleGaussianPsf(_Psf):
     def _kernel(self, x, y):
         return self._image.copy()
 
+    def getSigma1(self):  # noqa: N802
+        return self.sigma1
+
+    def getSigma2(self):  # noqa: N802
+        return self.sigma2
+
+    def getB(self):  # noqa: N802
+        return self.b
+
+    def resized(self, width, height):
+        """The same PSF on a ``width`` x ``height`` kernel image."""
+        return DoubleGaussianPsf(width, height, self.sigma1, self.sigma2, self.b)
+
     def __repr__(self):
         return (
             f"DoubleGaussianPsf({self.width}, {self.height}, sigma1={self.sigma1}, "
@@ -202,6 +225,11 @@ class ImagePsf(_Psf):
 
     def _kernel(self, x, y):
         return self._image.copy()
+
+    def resized(self, width, height):
+        """The image zero-padded or cropped (about its centre) to ``width`` x ``height``."""
+        _check_dims(width, height)
+        return ImagePsf(recentre(self._image, width, height), self._average)
 
     def __repr__(self):
         return f"ImagePsf(shape={self._image.shape})"
@@ -252,6 +280,12 @@ class GridImagePsf(_Psf):
             (1 - tx) * g[j1, i0] + tx * g[j1, i1]
         )
         return img / img.sum()
+
+    def resized(self, width, height):
+        """Every node image zero-padded or cropped to ``width`` x ``height``."""
+        _check_dims(width, height)
+        imgs = np.array([[recentre(im, width, height) for im in row] for row in self._images])
+        return GridImagePsf(imgs, self.x_nodes, self.y_nodes)
 
     def __repr__(self):
         n = f"{self.y_nodes.size}x{self.x_nodes.size}"

@@ -5,6 +5,7 @@ The stateful facade over the functional core; nothing in the core imports it.
 
 from .base import Struct, Task, TaskMetadata
 from .decorrelate import DecorrelateALKernelConfig, DecorrelateALKernelTask
+from .model_psf_match import KernelCellSet, ModelPsfMatchConfig, ModelPsfMatchTask
 from .models import BackgroundModel, MatchingKernel
 from .pex_config import (
     ChoiceField,
@@ -48,7 +49,10 @@ __all__ = [
     "ListField",
     "MakeKernelConfig",
     "MakeKernelTask",
+    "KernelCellSet",
     "MatchingKernel",
+    "ModelPsfMatchConfig",
+    "ModelPsfMatchTask",
     "PsfMatchConfig",
     "PsfMatchConfigAL",
     "PsfMatchConfigDF",

@@ -4,12 +4,27 @@ Both are evaluated at parent pixel coordinates ``(x, y)`` (those of the science 
 can be rendered as images, like afw's ``LinearCombinationKernel`` and ``Function2D``.
 """
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from ..precision import fit_precision
 from ..spatial import spatial_terms
-from ..subtract import background_image, kernel_image
+from ..subtract import background_image
 
 __all__ = ["MatchingKernel", "BackgroundModel"]
+
+
+def _terms64(x, y, config, bbox):
+    """Spatial terms in float64 (evaluated in the fit's float64 scope)."""
+    with fit_precision():
+        return spatial_terms(
+            jnp.asarray(x, jnp.float64),
+            jnp.asarray(y, jnp.float64),
+            config.spatial_kernel_order,
+            jnp.asarray(bbox, jnp.float64),
+            config.spatial_model_type,
+        )
 
 
 class MatchingKernel:
@@ -62,12 +77,26 @@ class MatchingKernel:
         ndarray, shape (k, k), float64
             Correlation orientation (afw's): ``out(p) = sum_u K(u) in(p + u)``.
         """
+        b = np.asarray(self.solution.bbox, np.float64)
         if x is None:
-            b = np.asarray(self.solution.bbox, float)
             ax, ay = (b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0
         else:
             ax, ay = float(x) - self.xy0[0], float(y) - self.xy0[1]
-        img = np.asarray(kernel_image(self.solution, ax, ay, self.config), np.float64)
+        terms = np.asarray(
+            spatial_terms(
+                np.float64(ax),
+                np.float64(ay),
+                self.config.spatial_kernel_order,
+                b,
+                self.config.spatial_model_type,
+            )
+            if jax.config.jax_enable_x64
+            else _terms64(ax, ay, self.config, b),
+            np.float64,
+        )
+        basis = np.asarray(self.solution.basis, np.float64)
+        coeff = np.asarray(self.solution.kernel_coefficients, np.float64) @ terms
+        img = np.einsum("i,ivu->vu", coeff, basis)
         return img / img.sum() if doNormalize else img
 
     def getKernelSum(self, x=None, y=None):  # noqa: N802
