@@ -1,4 +1,4 @@
-"""The ``jaxdiffim`` command: ``subtract`` (one pair or a list of pairs) and ``demo``.
+"""The ``jaxdiffim`` command: ``subtract`` (one pair or a list of pairs), ``match-psf``, ``demo``.
 
 Bad input (a missing file, mismatched shapes, no way to get a variance, too few stars, a
 non-finite PSF, an existing output) ends the command with exit status 2 and one line on
@@ -60,6 +60,20 @@ def _parser():
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     _plane_args(s, "template")
     _plane_args(s, "science")
+
+    m = sub.add_parser(
+        "match-psf",
+        help="convolve an exposure so that its PSF becomes a reference PSF (ModelPsfMatchTask)",
+    )
+    m.add_argument("exposure", help="exposure FITS file")
+    ref = m.add_mutually_exclusive_group(required=True)
+    ref.add_argument("--reference-fwhm", type=float, metavar="F", help="Gaussian, FWHM in pixels")
+    ref.add_argument("--reference-psf", metavar="PSF.fits", help="reference PSF stamp")
+    m.add_argument("-o", "--output", required=True, metavar="OUT.fits")
+    m.add_argument("--psf", metavar="PSF.fits", help="the exposure's PSF (default: file or stars)")
+    m.add_argument("--kernel-sum", type=float, default=1.0, metavar="S")
+    m.add_argument("--kernel-size", type=int, metavar="N", help="odd kernel width (default 11)")
+    m.add_argument("--overwrite", action="store_true")
 
     d = sub.add_parser("demo", help="simulate a realistic pair, subtract it, write FITS + PNG")
     d.add_argument("--outdir", default="jaxdiffim-demo", metavar="DIR")
@@ -214,6 +228,21 @@ def main(argv=None):
             from .demo import run_demo
 
             summary = run_demo(args.outdir, size=args.size, overwrite=args.overwrite)
+            print(json.dumps(summary, indent=2))
+            return 0
+        if args.command == "match-psf":
+            from .file_psf_match import match_psf_file
+
+            summary = match_psf_file(
+                args.exposure,
+                args.output,
+                reference_fwhm=args.reference_fwhm,
+                reference_psf=args.reference_psf,
+                psf=args.psf,
+                kernel_sum=args.kernel_sum,
+                kernel_size=args.kernel_size,
+                overwrite=args.overwrite,
+            )
             print(json.dumps(summary, indent=2))
             return 0
         if args.pairs:

@@ -14,7 +14,8 @@ from jaxdiffim import file_subtraction
 from jaxdiffim.cli import main
 from jaxdiffim.demo import run_demo
 from jaxdiffim.errors import SingularSystemError
-from jaxdiffim.image import read_exposure
+from jaxdiffim.image import ImagePsf, read_exposure
+from jaxdiffim.psf_estimate import estimate_psf
 from jaxdiffim.synthetic import gaussian_stamp
 
 
@@ -178,3 +179,25 @@ def test_demo_writes_everything(tmp_path):
     assert summary["sky_noise_in_sigma"] == pytest.approx(1.0, abs=0.1)
     with pytest.raises(FileExistsError):
         run_demo(tmp_path / "demo", size=256)
+
+
+def test_match_psf_on_decam(tmp_path, capsys):
+    """OBS18b (4.2 px seeing) convolved to a 6 px Gaussian PSF: its stars get 6 px within 5 %."""
+    out = tmp_path / "matched.fits"
+    argv = ["match-psf", decam_path("18b"), "--reference-fwhm", "6.0", "-o", str(out)]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["input_psf_fwhm"] < 4.5 and summary["kernel_sum"] == pytest.approx(1.0)
+    matched = read_exposure(out)
+    assert matched.psf.computeFwhm() == pytest.approx(6.0, rel=1e-3)
+    mi = matched.maskedImage
+    measured = ImagePsf(estimate_psf(mi.image, mi.variance, mi.mask, fwhm_guess=6.0))
+    assert measured.computeFwhm() == pytest.approx(6.0, rel=0.05)
+    fails_cleanly(argv, capsys, "--overwrite")  # the output exists now
+    flat = tmp_path / "flat.fits"
+    fits.PrimaryHDU(np.random.default_rng(0).normal(size=(64, 64))).writeto(flat)
+    fails_cleanly(
+        ["match-psf", str(flat), "--reference-fwhm", "5", "-o", str(tmp_path / "x.fits")],
+        capsys,
+        "cannot estimate a PSF",
+    )
