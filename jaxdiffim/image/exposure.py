@@ -243,6 +243,22 @@ class Exposure:
         self.band = band
         self.metadata = metadata
 
+    @classmethod
+    def from_masked(cls, masked, like, psf=None):
+        """An exposure of ``masked`` (core planes) with the bbox, WCS, calibration, band and
+        header of the exposure ``like``, and the PSF ``psf``."""
+        return cls(
+            np.asarray(masked.image, np.float32),
+            np.asarray(masked.mask, np.int32),
+            np.asarray(masked.variance, np.float32),
+            psf=psf,
+            wcs=like.wcs,
+            photoCalib=like.photoCalib,
+            band=like.band,
+            xy0=like.getXY0(),
+            metadata=None if like.metadata is None else like.metadata.copy(),
+        )
+
     # afw accessors ---------------------------------------------------------------------
     def getBBox(self):  # noqa: N802
         return self.image.getBBox()

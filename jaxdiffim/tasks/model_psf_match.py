@@ -11,7 +11,6 @@ singular spatial system is solved by the pseudo-inverse with a warning, as in ip
 
 import numpy as np
 
-from ..basis import alard_lupton_sigmas
 from ..image.exposure import Box2I, Exposure
 from ..model_psf import (
     apply_normalized_kernel,
@@ -25,7 +24,7 @@ from ..psf_shape import psf_fwhm
 from .base import Struct, Task
 from .models import MatchingKernel
 from .pex_config import Config, ConfigChoiceField, Field
-from .psf_match import PsfMatchConfigAL, kernel_fit_config
+from .psf_match import PsfMatchConfigAL, basis_for
 
 __all__ = ["ModelPsfMatchConfig", "ModelPsfMatchTask", "KernelCellSet"]
 
@@ -116,22 +115,11 @@ class ModelPsfMatchTask(Task):
         if not isinstance(exposure, Exposure) or not exposure.hasPsf():
             raise RuntimeError("exposure does not contain a Psf model")
         with self.timer("run"):
-            kc = self.kConfig
-            sigmas, size = alard_lupton_sigmas(
+            sigmas, kconfig = basis_for(
+                self.kConfig,
                 psf_fwhm(exposure.psf.computeKernelImage()),  # the image that is convolved
                 psf_fwhm(referencePsfModel.computeKernelImage()),
-                n_gauss=kc.alardNGauss,
-                sig_gauss=tuple(kc.alardSigGauss),
-                gauss_beta=kc.alardGaussBeta,
-                min_sig=kc.alardMinSig,
-                min_sig_deconv=kc.alardMinSigDeconv,
-                kernel_size=kc.kernelSize,
-                kernel_size_fwhm_scaling=kc.kernelSizeFwhmScaling,
-                kernel_size_min=kc.kernelSizeMin,
-                kernel_size_max=kc.kernelSizeMax,
-                scale_by_fwhm=kc.scaleByFwhm,
             )
-            kconfig = kernel_fit_config(kc).replace(kernel_size=int(size))
             cells = self._buildCellSet(exposure, referencePsfModel, kconfig.kernel_size)
             reference = cells.referencePsfModel
             solution = fit_psf_models(
@@ -144,17 +132,7 @@ class ModelPsfMatchTask(Task):
             solution = set_kernel_sum(solution, float(kernelSum))
             matched = apply_normalized_kernel(exposure.maskedImage, solution, kconfig)
         x0, y0 = exposure.getXY0()
-        out = Exposure(
-            np.asarray(matched.image, np.float32),
-            np.asarray(matched.mask, np.int32),
-            np.asarray(matched.variance, np.float32),
-            psf=reference,
-            wcs=exposure.wcs,
-            photoCalib=exposure.photoCalib,
-            band=exposure.band,
-            xy0=(x0, y0),
-            metadata=None if exposure.metadata is None else exposure.metadata.copy(),
-        )
+        out = Exposure.from_masked(matched, exposure, reference)
         n = len(cells.ax)
         cell_set = KernelCellSet(
             cells.bbox,

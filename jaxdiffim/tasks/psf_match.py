@@ -7,6 +7,7 @@ Fields ip_diffim declares but does not use (``useBicForKernelBasis``, ...) and P
 delta-function kernels (not implemented) are left out.
 """
 
+from ..basis import alard_lupton_sigmas
 from ..config import KernelFitConfig
 from .base import Task
 from .pex_config import ChoiceField, Config, ConfigChoiceField, Field, ListField
@@ -18,6 +19,7 @@ __all__ = [
     "MakeKernelConfig",
     "MakeKernelTask",
     "kernel_fit_config",
+    "basis_for",
 ]
 
 
@@ -160,3 +162,35 @@ def kernel_fit_config(config):
     return KernelFitConfig(
         kernel_basis="alard-lupton", degrees=tuple(config.alardDegGauss), **common
     )
+
+
+def basis_for(config, convolved_fwhm, reference_fwhm):
+    """Alard-Lupton widths and the core config for ``config`` (``makeKernelBasisList``).
+
+    Parameters
+    ----------
+    config : PsfMatchConfigAL
+    convolved_fwhm, reference_fwhm : float
+        FWHMs in pixels of the image that is convolved and of the one it is matched to.
+
+    Returns
+    -------
+    sigmas : tuple of float
+    KernelFitConfig
+        With the kernel size of the width rule (``scaleByFwhm``) or of the config.
+    """
+    sigmas, size = alard_lupton_sigmas(
+        convolved_fwhm,
+        reference_fwhm,
+        n_gauss=config.alardNGauss,
+        sig_gauss=tuple(config.alardSigGauss),
+        gauss_beta=config.alardGaussBeta,
+        min_sig=config.alardMinSig,
+        min_sig_deconv=config.alardMinSigDeconv,
+        kernel_size=config.kernelSize,
+        kernel_size_fwhm_scaling=config.kernelSizeFwhmScaling,
+        kernel_size_min=config.kernelSizeMin,
+        kernel_size_max=config.kernelSizeMax,
+        scale_by_fwhm=config.scaleByFwhm,
+    )
+    return sigmas, kernel_fit_config(config).replace(kernel_size=int(size))

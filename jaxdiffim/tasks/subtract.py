@@ -182,20 +182,6 @@ def _validate_exposures(template, science):
             )
 
 
-def _exposure(masked, like, psf):
-    return Exposure(
-        np.asarray(masked.image, np.float32),
-        np.asarray(masked.mask, np.int32),
-        np.asarray(masked.variance, np.float32),
-        psf=psf,
-        wcs=like.wcs,
-        photoCalib=like.photoCalib,
-        band=like.band,
-        xy0=like.getXY0(),
-        metadata=None if like.metadata is None else like.metadata.copy(),
-    )
-
-
 class AlardLuptonSubtractTask(Task):
     """PSF-match and subtract a template from a science exposure (ip_diffim's task)."""
 
@@ -304,14 +290,14 @@ class AlardLuptonSubtractTask(Task):
         )
         matched_psf = science.psf if result.mode == "convolveTemplate" else template.psf
         out = Struct(
-            matchedTemplate=_exposure(result.matched_template, science, matched_psf),
-            matchedScience=_exposure(result.matched_science, science, matched_psf),
+            matchedTemplate=Exposure.from_masked(result.matched_template, science, matched_psf),
+            matchedScience=Exposure.from_masked(result.matched_science, science, matched_psf),
             backgroundModel=background,
             psfMatchingKernel=kernel,
             kernelSources=sources,
             mode=result.mode,
         )
-        setattr(out, self._output, _exposure(result.difference, science, matched_psf))
+        setattr(out, self._output, Exposure.from_masked(result.difference, science, matched_psf))
         return out
 
     _output = "difference"
