@@ -71,7 +71,14 @@ def _parser():
     ref.add_argument("--reference-psf", metavar="PSF.fits", help="reference PSF stamp")
     m.add_argument("-o", "--output", required=True, metavar="OUT.fits")
     m.add_argument("--psf", metavar="PSF.fits", help="the exposure's PSF (default: file or stars)")
-    m.add_argument("--kernel-sum", type=float, default=1.0, metavar="S")
+    m.add_argument(
+        "--kernel-sum",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="sum of the reported kernel (ip_diffim's kernelSum); the exposure is convolved with "
+        "the normalised kernel, so its flux scale does not change",
+    )
     m.add_argument("--kernel-size", type=int, metavar="N", help="odd kernel width (default 11)")
     m.add_argument("--overwrite", action="store_true")
 
@@ -168,13 +175,21 @@ def _stem(path):
 
 
 def _subtract_pairs(args):
-    from .errors import JaxDiffimError
     from .file_subtraction import subtract_files
 
     if args.template or args.science or args.output:
         raise _UsageError("give either TEMPLATE SCIENCE -o OUT or --pairs LIST --outdir DIR")
     if not args.outdir:
         raise _UsageError("--pairs needs --outdir DIR")
+    per_pair = ["sources", "json"] + [
+        f"{who}_{kind}"
+        for who in ("template", "science")
+        for kind in ("variance", "weight", "sigma", "mask")
+    ]
+    given = [name for name in per_pair if getattr(args, name)]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise _UsageError(f"{flags} apply to one pair; with --pairs each pair writes its JSON")
     pairs = _read_pairs(args.pairs)
     os.makedirs(args.outdir, exist_ok=True)
     options = _options(args)
@@ -197,7 +212,8 @@ def _subtract_pairs(args):
                 summary_path=os.path.splitext(output)[0] + ".json",
             )
             results.append(summary)
-        except (JaxDiffimError, OSError, ValueError) as err:
+        except Exception as err:  # noqa: BLE001 - a failed pair is reported, the rest still run
+            log.debug("pair %s %s failed", template, science, exc_info=True)
             failures.append({"template": template, "science": science, "error": _one_line(err)})
             sys.stderr.write(f"\nfailed: {template} {science}: {_one_line(err)}\n")
         _progress(i, len(pairs), len(failures))

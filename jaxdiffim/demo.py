@@ -10,7 +10,6 @@ enough), and the difference is written too, with a PNG of template | science | d
 kernel across the field. The summary reports how the truth is recovered.
 """
 
-import json
 import os
 import time
 
@@ -18,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .convolve import dilate_mask
+from .file_subtraction import write_json
 from .image import Exposure, GaussianPsf, GridImagePsf, write_exposure
 from .masks import bit, bits
 from .png import mosaic, stretch, write_png
@@ -223,6 +223,5 @@ def run_demo(outdir="jaxdiffim-demo", size=512, overwrite=False, seed=3):
         "seconds_subtraction_including_compile": round(elapsed, 2),
         "png_panels": "template | science | difference | kernel on a 3x3 grid over the field",
     }
-    with open(paths["summary.json"], "w") as fh:
-        json.dump(summary, fh, indent=2)
+    write_json(summary, paths["summary.json"], overwrite=overwrite)
     return summary

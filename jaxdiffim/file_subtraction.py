@@ -17,12 +17,13 @@ import time
 
 import numpy as np
 
+from .atomic import atomic_output
 from .errors import InvalidInputError, OutputExistsError, SingularSystemError
 from .image import ImagePsf, read_exposure, read_psf, read_sources, write_exposure
 from .psf_estimate import estimate_psf
 from .tasks import AlardLuptonPreconvolveSubtractTask, AlardLuptonSubtractTask
 
-__all__ = ["SubtractOptions", "subtract_files", "load_exposure", "ensure_psf"]
+__all__ = ["SubtractOptions", "subtract_files", "load_exposure", "ensure_psf", "write_json"]
 
 log = logging.getLogger("jaxdiffim.subtract")
 
@@ -69,9 +70,10 @@ def ensure_psf(exp, name="exposure"):
     guess = 4.0
     if exp.metadata is not None and "FWHM" in exp.metadata:
         try:
-            guess = float(exp.metadata["FWHM"])
+            value = float(exp.metadata["FWHM"])
         except (TypeError, ValueError):
-            guess = 4.0
+            value = float("nan")
+        guess = value if np.isfinite(value) and value > 0 else 4.0
     stamp = estimate_psf(mi.image, mi.variance, mi.mask, fwhm_guess=guess)
     exp.setPsf(ImagePsf(stamp, average_position=exp.getBBox().getCenter()))
     log.info("%s: PSF estimated from its stars (FWHM %.2f px).", name, exp.psf.computeFwhm())
@@ -195,8 +197,12 @@ def subtract_files(
     options = options or SubtractOptions()
     t0 = time.perf_counter()
     for path in (output, summary_path):
-        if path is not None and os.path.exists(path) and not options.overwrite:
+        if path is None:
+            continue
+        if os.path.exists(path) and not options.overwrite:
             raise OutputExistsError(f"{os.fspath(path)!r} exists; pass --overwrite to replace it.")
+        if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise InvalidInputError(f"The folder of {os.fspath(path)!r} does not exist.")
     template = read_exposure(template_path, **(template_planes or {}))
     science = read_exposure(science_path, **(science_planes or {}))
     if not template.getBBox().contains(science.getBBox()):
@@ -220,15 +226,11 @@ def subtract_files(
     summary = _summary(task, result, orders, fallback, template_path, science_path, timings)
     summary["output"] = os.fspath(output)
     if summary_path is not None:
-        _write_json(summary, summary_path, options.overwrite)
+        write_json(summary, summary_path, options.overwrite)
     return summary
 
 
-def _write_json(data, path, overwrite):
-    path = os.fspath(path)
-    if os.path.exists(path) and not overwrite:
-        raise OutputExistsError(f"{path!r} exists; pass --overwrite to replace it.")
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as fh:
+def write_json(data, path, overwrite=False):
+    """Write ``data`` as JSON, atomically (refuses an existing file unless ``overwrite``)."""
+    with atomic_output(path, overwrite) as tmp, open(tmp, "w") as fh:
         json.dump(data, fh, indent=2)
-    os.replace(tmp, path)

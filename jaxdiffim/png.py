@@ -1,11 +1,11 @@
 """Write images as PNG files without a plotting library (grayscale panels in one mosaic)."""
 
-import os
 import struct
-import tempfile
 import zlib
 
 import numpy as np
+
+from .atomic import atomic_output
 
 __all__ = ["stretch", "mosaic", "write_png"]
 
@@ -46,16 +46,9 @@ def write_png(path, image, overwrite=False):
 
     Raises
     ------
-    FileExistsError
-        ``path`` exists and ``overwrite`` is False.
+    OutputExistsError
+        ``path`` exists and ``overwrite`` is False (written atomically otherwise).
     """
-    from .errors import OutputExistsError
-
-    path = os.fspath(path)
-    if os.path.exists(path) and not overwrite:
-        raise OutputExistsError(
-            f"{path!r} exists; pass overwrite=True (--overwrite) to replace it."
-        )
     img = np.ascontiguousarray(np.asarray(image, np.uint8)[::-1])
     h, w = img.shape
     raw = b"".join(b"\x00" + img[r].tobytes() for r in range(h))
@@ -70,9 +63,5 @@ def write_png(path, image, overwrite=False):
     png += chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
     png += chunk(b"IDAT", zlib.compress(raw, 6))
     png += chunk(b"IEND", b"")
-    fd, tmp = tempfile.mkstemp(
-        prefix=".jaxdiffim-", suffix=".png", dir=os.path.dirname(os.path.abspath(path))
-    )
-    with os.fdopen(fd, "wb") as fh:
+    with atomic_output(path, overwrite) as tmp, open(tmp, "wb") as fh:
         fh.write(png)
-    os.replace(tmp, path)

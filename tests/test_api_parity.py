@@ -114,7 +114,6 @@ CONFIG_FIELDS = {
         "candidateResidualStdMax",
         "maxKsumSigma",
         "constantVarianceWeighting",
-        "badMaskPlanes",
         "alardNGauss",
         "alardDegGauss",
         "alardSigGauss",

@@ -82,6 +82,8 @@ def test_bad_inputs_one_line_each(tmp_path, capsys):
     fails_cleanly(argv, capsys, "non-finite")
     # usage errors
     fails_cleanly(["subtract", decam_path("04b"), decam_path("18b")], capsys, "-o DIFF.fits")
+    argv = ["subtract", "--pairs", str(small), "--outdir", str(tmp_path), "--sources", "c.csv"]
+    fails_cleanly(argv, capsys, "--sources apply to one pair")
     fails_cleanly(
         ["subtract", "--pairs", str(tmp_path / "none.txt"), "--outdir", "x"],
         capsys,

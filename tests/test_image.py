@@ -246,3 +246,38 @@ def test_source_columns_aliases():
         source_columns(Table({"ra": [1.0]}))
     with pytest.raises(InputFileError):
         source_columns("/nonexistent/cat.csv")
+
+
+def test_even_psf_stamp_keeps_its_centre():
+    stamp = np.zeros((6, 6))
+    stamp[2, 2] = 1.0  # pixel (n - 1) // 2: afw's centre of an even image
+    img = ImagePsf(stamp).computeKernelImage()
+    assert img.shape == (7, 7)
+    assert np.unravel_index(np.argmax(img), img.shape) == (3, 3)
+
+
+def test_subimage_wcs_and_planes_files(tmp_path):
+    """The WCS is in parent coordinates: a cut-out written and read back keeps its sky positions."""
+    exp = _exposure()
+    cut = exp[Box2I(1010, 2005, 30, 20)]
+    write_exposure(cut, tmp_path / "cut.fits.gz")  # .gz names are compressed
+    with open(tmp_path / "cut.fits.gz", "rb") as fh:
+        assert fh.read(2) == b"\x1f\x8b"
+    back = read_exposure(tmp_path / "cut.fits.gz")
+    assert back.getXY0() == (1010, 2005)
+    np.testing.assert_allclose(
+        back.wcs.pixel_to_world_values(1020, 2010), exp.wcs.pixel_to_world_values(1020, 2010)
+    )
+    fits.PrimaryHDU(np.ones((20, 30))).writeto(tmp_path / "var.fits")
+    with pytest.raises(InvalidInputError, match="plain images only"):
+        read_exposure(tmp_path / "cut.fits.gz", variance=tmp_path / "var.fits")
+    mode = os.stat(tmp_path / "cut.fits.gz").st_mode & 0o777
+    assert mode & 0o044  # readable by others (not mkstemp's 0600)
+
+
+def test_exposure_does_not_share_planes():
+    exp = _exposure()
+    other = Exposure(exp.image.array * 2, mask=exp.mask, variance=exp.variance)
+    assert other.getXY0() == (0, 0) and exp.mask.getXY0() == (1000, 2000)
+    other.mask.array[0, 0] = 7
+    assert exp.mask.array[0, 0] == 0

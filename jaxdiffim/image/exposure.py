@@ -221,15 +221,18 @@ class Exposure:
         xy0=(0, 0),
         metadata=None,
     ):
-        self.image = image if isinstance(image, Image) else Image(image, xy0)
+        if isinstance(image, Image):  # copies: the caller's planes are never changed
+            image = Image(image.array, image.xy0)
+        self.image = Image(image, xy0) if not isinstance(image, Image) else image
         xy0 = self.image.xy0
         shape = self.image.array.shape
         if mask is None:
             mask = np.zeros(shape, np.int32)
-        self.mask = mask if isinstance(mask, Mask) else Mask(mask, xy0)
+        planes = mask.planes if isinstance(mask, Mask) else None
+        self.mask = Mask(np.asarray(mask), xy0, planes)
         if variance is None:
             variance = np.full(shape, np.nan, np.float32)
-        self.variance = variance if isinstance(variance, Image) else Image(variance, xy0)
+        self.variance = Image(np.asarray(variance), xy0)
         for name, plane in (("mask", self.mask), ("variance", self.variance)):
             if plane.array.shape != shape:
                 raise InvalidInputError(

@@ -20,14 +20,14 @@ Output files are written atomically (a temporary file in the same directory, the
 """
 
 import os
-import tempfile
 import warnings
 
 import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
-from ..errors import InputFileError, InvalidInputError, OutputExistsError
+from ..atomic import atomic_output
+from ..errors import InputFileError, InvalidInputError
 from ..masks import MASK_PLANES
 from .exposure import Exposure, Mask
 from .psf import ImagePsf
@@ -51,7 +51,7 @@ def _open(path, what):
         hdul.verify("silentfix")
         for hdu in hdul:
             _ = hdu.data  # force reading: a truncated file fails here, not later
-    except (OSError, ValueError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - gzip/zlib/verify errors too: one clear error
         raise InputFileError(f"{what} file {path!r} is not a readable FITS file ({exc}).") from exc
     return hdul
 
@@ -63,14 +63,22 @@ def _first_image(hdul, path, what):
     raise InputFileError(f"{what} file {path!r} has no 2-D image HDU.")
 
 
-def _wcs(header):
+def _wcs(header, xy0=(0, 0)):
+    """The header's celestial WCS in *parent* pixel coordinates (``CRPIX`` shifted by xy0).
+
+    afw writes the WCS of the array (``LTV`` = -xy0); :class:`Exposure` keeps it in parent
+    coordinates, so that sub-images share it.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
         try:
             w = WCS(header)
         except Exception:  # noqa: BLE001 - an unusable WCS is simply absent
             return None
-    return w if w.has_celestial else None
+    if not w.has_celestial:
+        return None
+    w.wcs.crpix = w.wcs.crpix + np.asarray(xy0, float)
+    return w
 
 
 def _header_float(header, *keys):
@@ -195,7 +203,7 @@ def _read_afw(hdul):
         mask,
         var_hdu.data.astype(np.float32),
         psf=psf,
-        wcs=_wcs(header),
+        wcs=_wcs(header, xy0),
         photoCalib=_calibration(meta),
         band=_band(meta),
         xy0=xy0,
@@ -244,7 +252,12 @@ def read_exposure(path, *, variance=None, weight=None, sigma=None, mask=None, ps
         raise InvalidInputError("Give at most one of variance, weight and sigma.")
     with _open(path, "Image") as hdul:
         names = {h.name for h in hdul}
-        if {"IMAGE", "MASK", "VARIANCE"} <= names and not (given or mask):
+        if {"IMAGE", "MASK", "VARIANCE"} <= names:
+            if given or mask:
+                raise InvalidInputError(
+                    f"{os.fspath(path)!r} already has MASK and VARIANCE planes (afw layout); "
+                    "variance, weight, sigma and mask files apply to plain images only."
+                )
             exp = _read_afw(hdul)
         else:
             exp = _read_plain(hdul, path, given, mask)
@@ -320,7 +333,11 @@ def _hdus(exposure):
     if exposure.band:
         primary.header["BAND"] = exposure.band
     primary.header["PHOTCALIB"] = (exposure.photoCalib, "nJy per count")
-    wcs_header = exposure.wcs.to_header(relax=True) if exposure.wcs is not None else fits.Header()
+    wcs_header = fits.Header()
+    if exposure.wcs is not None:  # back to the array's frame, as afw writes it
+        array_wcs = exposure.wcs.deepcopy()
+        array_wcs.wcs.crpix = array_wcs.wcs.crpix - np.asarray([x0, y0], float)
+        wcs_header = array_wcs.to_header(relax=True)
     out = [primary]
     for name, data in (
         ("IMAGE", exposure.image.array.astype(np.float32)),
@@ -343,29 +360,15 @@ def _hdus(exposure):
 
 
 def write_exposure(exposure, path, overwrite=False):
-    """Write ``exposure`` in afw's MaskedImage layout, atomically.
+    """Write ``exposure`` in afw's MaskedImage layout, atomically (``.gz`` names compress).
 
     Raises
     ------
     OutputExistsError
         ``path`` exists and ``overwrite`` is False.
     """
-    path = os.fspath(path)
-    if os.path.exists(path) and not overwrite:
-        raise OutputExistsError(
-            f"{path!r} exists; pass overwrite=True (--overwrite) to replace it."
-        )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
-        hdul = _hdus(exposure)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".jaxdiffim-", suffix=".fits", dir=directory)
-    os.close(fd)
-    try:
+    with atomic_output(path, overwrite) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+            hdul = _hdus(exposure)
             hdul.writeto(tmp, overwrite=True, output_verify="silentfix")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

@@ -70,7 +70,8 @@ def _check_stamp(image, what):
     if not total > 0:
         raise InvalidInputError(f"{what} must have a positive sum, got {total}.")
     if img.shape[0] % 2 == 0 or img.shape[1] % 2 == 0:
-        img = np.pad(img, ((0, 1 - img.shape[0] % 2), (0, 1 - img.shape[1] % 2)))
+        # pad in front: pixel (n - 1) // 2 of the even side stays the centre
+        img = np.pad(img, ((1 - img.shape[0] % 2, 0), (1 - img.shape[1] % 2, 0)))
     return img / img.sum()
 
 
@@ -106,7 +107,11 @@ class _Psf:
         return FWHM_PER_SIGMA * self.computeShape(x, y).getDeterminantRadius()
 
     def __call__(self, x, y):
-        """Kernel image at parent position ``(x, y)`` (the core's callable-PSF form)."""
+        """Kernel image at parent position ``(x, y)``.
+
+        The core calls PSFs with *array* coordinates; for an exposure with ``xy0 != (0, 0)``
+        pass :meth:`Exposure.psf_callable` to the core instead of the model itself.
+        """
         return self.computeKernelImage(x, y)
 
     def getDimensions(self):  # noqa: N802

@@ -138,7 +138,7 @@ class Task:
     @contextlib.contextmanager
     def timer(self, name, logLevel=logging.DEBUG):  # noqa: N803
         """Record the wall time and CPU time of the block in the metadata."""
-        self.metadata[f"{name}StartUtc"] = datetime.datetime.now(datetime.UTC).isoformat()
+        self.metadata[f"{name}StartUtc"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
         wall, cpu = time.perf_counter(), time.process_time()
         try:
             yield

@@ -16,7 +16,13 @@ __all__ = ["DecorrelateALKernelConfig", "DecorrelateALKernelTask"]
 
 
 class DecorrelateALKernelConfig(Config):
-    """ip_diffim's ``DecorrelateALKernelConfig`` (plus the spatially varying option)."""
+    """ip_diffim's ``DecorrelateALKernelConfig`` (plus the spatially varying option).
+
+    These fields apply to :class:`DecorrelateALKernelTask` (and ``finalize``). Inside
+    ``AlardLuptonSubtractTask.run`` the core decorrelates with ip_diffim's default ignore planes
+    and the subtraction config's ``badMaskPlanes``; only ``completeVarPlanePropagation`` and
+    ``nodesPerAxis`` are passed on there.
+    """
 
     ignoreMaskPlanes = ListField(
         "Planes left out of the mean variances.",

@@ -11,6 +11,7 @@ singular spatial system is solved by the pseudo-inverse with a warning, as in ip
 
 import numpy as np
 
+from .. import status as st
 from ..image.exposure import Box2I, Exposure
 from ..model_psf import (
     apply_normalized_kernel,
@@ -125,10 +126,12 @@ class ModelPsfMatchTask(Task):
             solution = fit_psf_models(
                 cells.science, cells.reference, cells.ax, cells.ay, cells.abox, sigmas, kconfig
             )
-            if int(solution.status):
+            if int(solution.status) & st.SINGULAR:
                 self.log.warning(
                     "The spatial kernel system is singular; ip_diffim's pseudo-inverse was used."
                 )
+            elif int(solution.status):
+                self.log.warning("Kernel fit: %s", st.describe_status(int(solution.status)))
             solution = set_kernel_sum(solution, float(kernelSum))
             matched = apply_normalized_kernel(exposure.maskedImage, solution, kconfig)
         x0, y0 = exposure.getXY0()

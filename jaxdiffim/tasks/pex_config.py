@@ -189,6 +189,10 @@ class _Choice:
 
     @name.setter
     def name(self, value):
+        if self._owner._frozen:
+            raise FieldValidationError(
+                f"{type(self._owner).__name__}.{self._field.name}: this config is frozen."
+            )
         if value not in self._configs:
             raise FieldValidationError(
                 f"{type(self._owner).__name__}.{self._field.name}.name={value!r} is not allowed; "
@@ -317,9 +321,19 @@ class Config:
         return self._values.items()
 
     def copy(self):
+        """An unfrozen deep copy (nested configs unfrozen too)."""
         new = copy.deepcopy(self)
-        object.__setattr__(new, "_frozen", False)
+        new._unfreeze()
         return new
+
+    def _unfreeze(self):
+        object.__setattr__(self, "_frozen", False)
+        for value in self._values.values():
+            if isinstance(value, Config):
+                value._unfreeze()
+            elif isinstance(value, _Choice):
+                for cfg in value._configs.values():
+                    cfg._unfreeze()
 
     def __eq__(self, other):
         return type(self) is type(other) and self.toDict() == other.toDict()

@@ -3,8 +3,9 @@
 They translate to the core's frozen :class:`jaxdiffim.KernelFitConfig` (:func:`kernel_fit_config`).
 Defaults are ip_diffim's ``PsfMatchConfig`` defaults; the subtraction tasks override the
 spatial orders and ``fitForBackground`` in their ``setDefaults``, as ip_diffim does.
-Fields ip_diffim declares but does not use (``useBicForKernelBasis``, ...) and PCA of the
-delta-function kernels (not implemented) are left out.
+Fields ip_diffim declares but does not use (``useBicForKernelBasis``, ...), PCA of the
+delta-function kernels (not implemented) and ``badMaskPlanes`` (stamps with masked pixels are
+left out by the kernel-source selection instead) are left out.
 """
 
 from ..basis import alard_lupton_sigmas
@@ -55,9 +56,6 @@ class PsfMatchConfig(Config):
     candidateResidualStdMax = Field("rms limit of stamp residuals (sigma).", float, 1.5)
     maxKsumSigma = Field("Kernel-sum clip in standard deviations.", float, 3.0)
     constantVarianceWeighting = Field("One weight per stamp (median variance).", bool, True)
-    badMaskPlanes = ListField(
-        "Planes excluded from stamp statistics.", str, ["NO_DATA", "EDGE", "SAT"]
-    )
 
 
 class PsfMatchConfigAL(PsfMatchConfig):

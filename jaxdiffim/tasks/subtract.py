@@ -78,7 +78,9 @@ class AlardLuptonSubtractConfig(Config):
         ["NO_DATA", "BAD", "SAT", "EDGE", "FAKE", "HIGH_VARIANCE", "SAT_TEMPLATE"],
     )
     badMaskPlanes = ListField(
-        "Planes filled before preconvolution.", str, ["NO_DATA", "BAD", "SAT", "EDGE"]
+        "Planes filled with the median before preconvolution and before decorrelation.",
+        str,
+        ["NO_DATA", "BAD", "SAT", "EDGE"],
     )
     preserveTemplateMask = ListField(
         "Template planes kept.", str, ["NO_DATA", "BAD", "HIGH_VARIANCE"]
@@ -173,7 +175,8 @@ def _validate_exposures(template, science):
         x, y = science.getBBox().getCenter()
         a = science.wcs.pixel_to_world_values(x, y)
         b = template.wcs.pixel_to_world_values(x, y)
-        sep = np.hypot((a[0] - b[0]) * np.cos(np.radians(a[1])), a[1] - b[1]) * 3600.0
+        dra = (a[0] - b[0] + 180.0) % 360.0 - 180.0  # RA wraps at 0/360
+        sep = np.hypot(dra * np.cos(np.radians(a[1])), a[1] - b[1]) * 3600.0
         scale = np.sqrt(abs(np.linalg.det(science.wcs.celestial.pixel_scale_matrix))) * 3600.0
         if sep > 0.5 * scale:
             raise InvalidInputError(
