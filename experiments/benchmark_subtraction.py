@@ -86,7 +86,7 @@ def case_subtract(n, repeats, path):
     sig, bbox = prepare_fit_arguments(
         t_mi.image, s_mi.image, t_mi.variance, s_mi.variance, cands, config, sigmas, None, True
     )
-    args = (t_mi, s_mi, cands, sig, bbox, config, "convolveTemplate", False)
+    args = (t_mi, s_mi, cands, sig, bbox, config, "convolveTemplate", False, 0)
     with fit_precision():
         t0 = time.perf_counter()
         compiled = _subtract.lower(*args).compile()
