@@ -20,7 +20,7 @@ import numpy as np
 
 from jaxdiffim.errors import InputFileError
 from jaxdiffim.image import Exposure, GaussianPsf, read_exposure
-from jaxdiffim.png import mosaic, stretch, write_png
+from jaxdiffim.png import kernel_grid, mosaic, stretch, write_png
 from jaxdiffim.psf_shape import psf_fwhm
 from jaxdiffim.tasks import ModelPsfMatchTask
 
@@ -75,10 +75,7 @@ def _debug_pngs(outdir, template, science, result):
         "matched_science.png": stretch(result.psfMatchedExposure.image.array, contrast=0.05),
     }
     _, _, grid = result.psfMatchingKernel.computeImageGrid(3, 3, science.getBBox())
-    tiles = np.concatenate([np.concatenate(list(row), axis=1) for row in grid], axis=0)
-    tiles = tiles / np.abs(tiles).max()
-    kernel = (255 * np.clip(0.5 + 0.5 * tiles, 0, 1)).astype(np.uint8)
-    panels["kernel_grid.png"] = np.kron(kernel, np.ones((4, 4), np.uint8))
+    panels["kernel_grid.png"] = kernel_grid(grid, scale=4)
     paths = []
     for name, image in panels.items():
         path = os.path.join(outdir, name)

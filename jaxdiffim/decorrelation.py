@@ -41,6 +41,7 @@ import numpy as np
 from .clipping import clipped_mean_std
 from .convolve import MaskedImage, correlate_terms, fft_correlate, term_kernels
 from .masks import bits
+from .preconvolution import fill_masked
 from .spatial import spatial_terms
 
 __all__ = [
@@ -110,11 +111,10 @@ def fill_bad_pixels(difference, bad_planes=("NO_DATA", "BAD", "SAT", "EDGE")):
     MaskedImage
     """
     image = difference.image
-    finite = jnp.isfinite(image)
-    bad = ((difference.mask & bits(bad_planes)) != 0) & finite
-    median = jnp.nanmedian(jnp.where(bad | ~finite, jnp.nan, image))
-    median = jnp.where(jnp.isfinite(median), median, 0.0).astype(image.dtype)
-    return MaskedImage(jnp.where(bad, median, image), difference.variance, difference.mask)
+    filled = fill_masked(image, difference.mask, bits(bad_planes))
+    return MaskedImage(
+        jnp.where(jnp.isfinite(image), filled, image), difference.variance, difference.mask
+    )
 
 
 def _fast_size(n):

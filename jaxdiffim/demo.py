@@ -20,7 +20,7 @@ from .convolve import dilate_mask
 from .file_subtraction import write_json
 from .image import Exposure, GaussianPsf, GridImagePsf, write_exposure
 from .masks import bit, bits
-from .png import mosaic, stretch, write_png
+from .png import kernel_grid, mosaic, stretch, write_png
 from .tasks import AlardLuptonSubtractTask
 
 __all__ = ["simulate_pair", "run_demo"]
@@ -139,13 +139,7 @@ def simulate_pair(size=512, seed=3):
 
 def _kernel_panel(kernel, bbox, side):
     _, _, grid = kernel.computeImageGrid(3, 3, bbox)
-    k = grid.shape[-1]
-    rows = [np.concatenate(list(row), axis=1) for row in grid]
-    tiles = np.concatenate(rows, axis=0)
-    tiles = tiles / np.abs(tiles).max()
-    img = (255 * np.clip(0.5 + 0.5 * tiles, 0, 1)).astype(np.uint8)
-    rep = max(1, side // (3 * k))
-    return np.kron(img, np.ones((rep, rep), np.uint8))
+    return kernel_grid(grid, max(1, side // (3 * grid.shape[-1])))
 
 
 def _peak_snr(diff, x, y):

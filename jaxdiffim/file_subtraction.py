@@ -10,6 +10,7 @@ determine (:class:`~jaxdiffim.errors.SingularSystemError`) is refitted once as a
 with a constant background, which the summary reports.
 """
 
+import dataclasses
 import json
 import logging
 import os
@@ -28,8 +29,9 @@ __all__ = ["SubtractOptions", "subtract_files", "load_exposure", "ensure_psf", "
 log = logging.getLogger("jaxdiffim.subtract")
 
 
+@dataclasses.dataclass(frozen=True)
 class SubtractOptions:
-    """Options of one subtraction (the CLI's flags; attribute defaults are the CLI's).
+    """Options of one subtraction (the CLI's flags; the defaults are the CLI's).
 
     Attributes
     ----------
@@ -40,18 +42,13 @@ class SubtractOptions:
         ``None``: chosen as described in the module docstring.
     """
 
-    def __init__(self, **kwargs):
-        self.mode = "auto"
-        self.kernel = "al"
-        self.decorrelate = True
-        self.score = False
-        self.overwrite = False
-        self.spatial_kernel_order = None
-        self.spatial_bg_order = None
-        for key, value in kwargs.items():
-            if not hasattr(self, key):
-                raise InvalidInputError(f"Unknown subtraction option {key!r}.")
-            setattr(self, key, value)
+    mode: str = "auto"
+    kernel: str = "al"
+    decorrelate: bool = True
+    score: bool = False
+    overwrite: bool = False
+    spatial_kernel_order: int | None = None
+    spatial_bg_order: int | None = None
 
 
 def load_exposure(path, *, psf=None, variance=None, weight=None, sigma=None, mask=None):

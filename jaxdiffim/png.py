@@ -7,7 +7,7 @@ import numpy as np
 
 from .atomic import atomic_output
 
-__all__ = ["stretch", "mosaic", "write_png"]
+__all__ = ["stretch", "mosaic", "kernel_grid", "write_png"]
 
 
 def stretch(image, mask=None, contrast=5.0):
@@ -39,6 +39,18 @@ def mosaic(panels, gutter=4, fill=255):
         out[: p.shape[0], x : x + p.shape[1]] = p
         x += p.shape[1] + gutter
     return out
+
+
+def kernel_grid(images, scale=1):
+    """Kernel images ``(ny, nx, k, k)`` tiled into one picture: 0 grey, ±max black/white.
+
+    Each pixel is repeated ``scale`` times along both axes.
+    """
+    grid = np.asarray(images, np.float64)
+    tiles = np.concatenate([np.concatenate(list(row), axis=1) for row in grid], axis=0)
+    tiles = tiles / (np.abs(tiles).max() or 1.0)
+    img = (255 * np.clip(0.5 + 0.5 * tiles, 0, 1)).astype(np.uint8)
+    return np.kron(img, np.ones((scale, scale), np.uint8))
 
 
 def write_png(path, image, overwrite=False):

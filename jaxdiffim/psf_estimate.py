@@ -20,7 +20,7 @@ from .detection import detect_sources
 from .errors import InvalidInputError
 from .psf_shape import psf_fwhm
 
-__all__ = ["estimate_psf"]
+__all__ = ["estimate_psf", "fourier_shift"]
 
 
 def _gaussian(size, sigma):
@@ -28,6 +28,27 @@ def _gaussian(size, sigma):
     g = np.exp(-0.5 * (u / sigma) ** 2)
     img = np.outer(g, g)
     return img / img.sum()
+
+
+def fourier_shift(image, dx, dy):
+    """``image`` moved by ``(dx, dy)`` pixels (band-limited, periodic; the sum is kept).
+
+    Parameters
+    ----------
+    image : array_like, shape (ny, nx)
+    dx, dy : float
+        Shift along x (columns) and y (rows) in pixels.
+
+    Returns
+    -------
+    ndarray, shape (ny, nx), float64
+    """
+    image = np.asarray(image, np.float64)
+    ny, nx = image.shape
+    fy = np.fft.fftfreq(ny)[:, None]
+    fx = np.fft.rfftfreq(nx)[None, :]
+    phase = np.exp(-2j * np.pi * (fx * dx + fy * dy))
+    return np.fft.irfft2(np.fft.rfft2(image) * phase, s=image.shape)
 
 
 def _stamps(image, x, y, size):
@@ -43,11 +64,7 @@ def _stamps(image, x, y, size):
             continue
         border = np.concatenate([stamp[0], stamp[-1], stamp[1:-1, 0], stamp[1:-1, -1]])
         stamp -= np.median(border)
-        ny, nx = stamp.shape
-        fy = np.fft.fftfreq(ny)[:, None]
-        fx = np.fft.rfftfreq(nx)[None, :]
-        phase = np.exp(2j * np.pi * (fx * (xc - ix) + fy * (yc - iy)))
-        stamp = np.fft.irfft2(np.fft.rfft2(stamp) * phase, s=stamp.shape)
+        stamp = fourier_shift(stamp, ix - xc, iy - yc)  # the star onto the central pixel
         total = stamp.sum()
         if total > 0:
             out.append(stamp / total)

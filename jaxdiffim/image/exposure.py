@@ -221,9 +221,10 @@ class Exposure:
         xy0=(0, 0),
         metadata=None,
     ):
-        if isinstance(image, Image):  # copies: the caller's planes are never changed
-            image = Image(image.array, image.xy0)
-        self.image = Image(image, xy0) if not isinstance(image, Image) else image
+        # copies: the caller's planes are never changed
+        self.image = (
+            Image(image.array, image.xy0) if isinstance(image, Image) else Image(image, xy0)
+        )
         xy0 = self.image.xy0
         shape = self.image.array.shape
         if mask is None:

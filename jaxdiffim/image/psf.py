@@ -16,6 +16,7 @@ import numpy as np
 from ..basis import FWHM_PER_SIGMA
 from ..errors import InvalidInputError
 from ..model_psf import recentre
+from ..psf_estimate import fourier_shift
 from ..psf_shape import psf_moments
 from .exposure import Image
 
@@ -51,15 +52,6 @@ def _xy(x, y):
     return float(x), float(y)
 
 
-def _fourier_shift(image, dx, dy):
-    """``image`` moved by (dx, dy) pixels (band-limited shift; the sum is kept)."""
-    ny, nx = image.shape
-    fy = np.fft.fftfreq(ny)[:, None]
-    fx = np.fft.rfftfreq(nx)[None, :]
-    phase = np.exp(-2j * np.pi * (fx * dx + fy * dy))
-    return np.fft.irfft2(np.fft.rfft2(image) * phase, s=image.shape)
-
-
 def _check_stamp(image, what):
     img = np.array(image, dtype=np.float64)
     if img.ndim != 2 or min(img.shape) < 3:
@@ -90,7 +82,7 @@ class _Psf:
         px, py = _xy(x, y) or self.getAveragePosition()
         k = self._kernel(px, py)
         ix, iy = int(np.floor(px + 0.5)), int(np.floor(py + 0.5))
-        shifted = _fourier_shift(k, px - ix, py - iy)
+        shifted = fourier_shift(k, px - ix, py - iy)
         cy, cx = (k.shape[0] - 1) // 2, (k.shape[1] - 1) // 2
         return Image(shifted, (ix - cx, iy - cy), dtype=np.float64)
 
