@@ -48,7 +48,7 @@ def make_data(n, path):
     """Write a float32 template/science pair with about 500 stars to ``path`` (an .npz)."""
     import numpy as np
 
-    from jaxdiffim.synthetic import make_test_image
+    from jaxdiffim.testing.synthetic import make_test_image
 
     rng = np.random.default_rng(0)
     x = rng.uniform(30, n - 30, N_STARS)
@@ -68,10 +68,10 @@ def case_subtract(n, repeats, path):
     import numpy as np
 
     import jaxdiffim as jd
-    from jaxdiffim.basis import FWHM_PER_SIGMA
-    from jaxdiffim.fit import prepare_fit_arguments
-    from jaxdiffim.pipeline import _subtract
-    from jaxdiffim.precision import fit_precision
+    from jaxdiffim.core.basis import FWHM_PER_SIGMA
+    from jaxdiffim.core.fit import prepare_fit_arguments
+    from jaxdiffim.core.pipeline import _subtract
+    from jaxdiffim.core.precision import fit_precision
 
     data = np.load(path)
     x, y, flux = data["x"], data["y"], data["flux"]

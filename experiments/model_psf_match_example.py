@@ -18,10 +18,11 @@ import sys
 
 import numpy as np
 
+from jaxdiffim.algorithms.psf_shape import psf_fwhm
 from jaxdiffim.errors import InputFileError
-from jaxdiffim.image import Exposure, GaussianPsf, read_exposure
-from jaxdiffim.png import kernel_grid, mosaic, stretch, write_png
-from jaxdiffim.psf_shape import psf_fwhm
+from jaxdiffim.image import Exposure, GaussianPsf
+from jaxdiffim.io import read_exposure
+from jaxdiffim.io.figures import kernel_grid, mosaic, stretch, write_png
 from jaxdiffim.tasks import ModelPsfMatchTask
 
 

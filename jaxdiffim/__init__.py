@@ -10,22 +10,44 @@ The Task layer (ip_diffim's names: :class:`AlardLuptonSubtractTask`, exposures, 
 (imported on first use, so ``import jaxdiffim`` stays light).
 """
 
-from .alard_lupton import (
+from .algorithms.alard_lupton import (
     SubtractionConfig,
     SubtractionResult,
     alard_lupton_preconvolve_subtract,
     alard_lupton_subtract,
 )
-from .basis import (
+from .algorithms.detection import detect_sources
+from .algorithms.inputs import template_coverage, update_masks
+from .algorithms.psf_estimate import estimate_psf
+from .algorithms.psf_shape import choose_convolution_mode, psf_fwhm, psf_size
+from .algorithms.quality import footprint_residual_ratio
+from .algorithms.scale_variance import scale_variance, source_footprints
+from .algorithms.sources import select_kernel_sources
+from .core.basis import (
     FWHM_PER_SIGMA,
     alard_lupton_basis,
     alard_lupton_sigmas,
     delta_function_basis,
 )
-from .config import KernelFitConfig
-from .convolve import MaskedImage, apply_kernel, dilate_mask, fft_correlate, term_kernels
-from .decorrelation import decorrelate, decorrelate_spatially, fill_bad_pixels
-from .detection import detect_sources
+from .core.config import KernelFitConfig
+from .core.convolve import MaskedImage, apply_kernel, dilate_mask, fft_correlate, term_kernels
+from .core.decorrelation import decorrelate, decorrelate_spatially, fill_bad_pixels
+from .core.fit import KernelSolution, fit_kernel, fit_kernel_jit
+from .core.masks import MASK_PLANES
+from .core.pipeline import subtract_images
+from .core.precision import fit_precision
+from .core.preconvolution import preconvolve
+from .core.regularization import regularization_matrix
+from .core.spatial import spatial_terms
+from .core.stamps import Candidates, make_candidates
+from .core.status import describe_status, raise_for_status
+from .core.subtract import (
+    Difference,
+    background_image,
+    kernel_image,
+    subtract_convolve_science,
+    subtract_convolve_template,
+)
 from .errors import (
     BadSubtractionError,
     InputFileError,
@@ -39,28 +61,6 @@ from .errors import (
     PrecisionUnavailableError,
     SingularSystemError,
     VarianceScalingError,
-)
-from .fit import KernelSolution, fit_kernel, fit_kernel_jit
-from .inputs import template_coverage, update_masks
-from .masks import MASK_PLANES
-from .pipeline import subtract_images
-from .precision import fit_precision
-from .preconvolution import preconvolve
-from .psf_estimate import estimate_psf
-from .psf_shape import choose_convolution_mode, psf_fwhm, psf_size
-from .quality import footprint_residual_ratio
-from .regularization import regularization_matrix
-from .scale_variance import scale_variance, source_footprints
-from .sources import select_kernel_sources
-from .spatial import spatial_terms
-from .stamps import Candidates, make_candidates
-from .status import describe_status, raise_for_status
-from .subtract import (
-    Difference,
-    background_image,
-    kernel_image,
-    subtract_convolve_science,
-    subtract_convolve_template,
 )
 
 __version__ = "0.1.0"
@@ -157,11 +157,10 @@ _LAZY.update(
             "DoubleGaussianPsf",
             "ImagePsf",
             "GridImagePsf",
-            "read_exposure",
-            "write_exposure",
         )
     }
 )
+_LAZY.update({name: "jaxdiffim.io" for name in ("read_exposure", "write_exposure")})
 
 
 def __getattr__(name):

@@ -2,7 +2,8 @@
 
 Every error that reaches a user is one of these named classes, with a message that says what
 to change. Inside ``jit`` the core cannot raise; it returns integer status codes instead
-(:mod:`jaxdiffim.status`), which :func:`jaxdiffim.status.raise_for_status` turns into these
+(:mod:`jaxdiffim.core.status`), which :func:`jaxdiffim.core.status.raise_for_status` turns into
+these
 exceptions on the host.
 """
 
@@ -74,7 +75,8 @@ class BadSubtractionError(JaxDiffimError, RuntimeError):
 class VarianceScalingError(JaxDiffimError, RuntimeError):
     """The variance plane is so far from the pixel noise that rescaling it is not credible.
 
-    Raised by :func:`jaxdiffim.scale_variance.scale_variance` when both of meas_algorithms'
+    Raised by :func:`jaxdiffim.algorithms.scale_variance.scale_variance` when both of
+    meas_algorithms'
     ``ScaleVarianceTask`` estimates exceed the limit.
     """
 

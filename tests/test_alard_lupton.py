@@ -1,6 +1,7 @@
 """Ports of ip_diffim's test_subtractTask (AlardLuptonSubtractTask) on the facade-free API.
 
-Scenes are ip_diffim's makeTestImage (``jaxdiffim.synthetic``); "sources" is the truth catalogue
+Scenes are ip_diffim's makeTestImage (``jaxdiffim.testing.synthetic``); "sources" is the truth
+catalogue
 with fluxErr 20, as in ip_diffim. Statistics follow ip_diffim: MEANCLIP (3σ, 3 passes) and a
 plain std over unmasked pixels; star footprints (radius 5σ) stand in for the DETECTED plane that
 ip_diffim's test images get from detection.
@@ -17,10 +18,10 @@ from jaxdiffim import (
     MaskedImage,
     NoWorkFound,
 )
-from jaxdiffim.alard_lupton import SubtractionConfig, alard_lupton_subtract
-from jaxdiffim.inputs import update_masks
-from jaxdiffim.masks import MASK_PLANES, bit, bits
-from jaxdiffim.synthetic import gaussian_stamp, make_test_image
+from jaxdiffim.algorithms.alard_lupton import SubtractionConfig, alard_lupton_subtract
+from jaxdiffim.algorithms.inputs import update_masks
+from jaxdiffim.core.masks import MASK_PLANES, bit, bits
+from jaxdiffim.testing.synthetic import gaussian_stamp, make_test_image
 
 # ip_diffim's _setup_subtraction: no edge restriction for kernel sources
 BASE = SubtractionConfig(restrict_kernel_edge_sources=False)

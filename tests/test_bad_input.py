@@ -17,7 +17,7 @@ from jaxdiffim import (
     raise_for_status,
     subtract_images,
 )
-from jaxdiffim.synthetic import make_test_image
+from jaxdiffim.testing.synthetic import make_test_image
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 
 from jaxdiffim import InvalidInputError, alard_lupton_basis, alard_lupton_sigmas
-from jaxdiffim.basis import (
+from jaxdiffim.core.basis import (
     FWHM_PER_SIGMA,
     delta_function_basis,
     n_alard_lupton,
     renormalize_kernels,
 )
-from jaxdiffim.regularization import (
+from jaxdiffim.core.regularization import (
     central_difference_matrix,
     forward_difference_matrix,
     regularization_matrix,

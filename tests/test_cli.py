@@ -10,13 +10,14 @@ import pytest
 from astropy.io import fits
 from utils import decam_path
 
-from jaxdiffim import file_subtraction
-from jaxdiffim.cli import main
-from jaxdiffim.demo import run_demo
+from jaxdiffim.cli import subtract as file_subtraction
+from jaxdiffim.algorithms.psf_estimate import estimate_psf
+from jaxdiffim.cli.demo import run_demo
+from jaxdiffim.cli.main import main
 from jaxdiffim.errors import SingularSystemError
-from jaxdiffim.image import ImagePsf, read_exposure
-from jaxdiffim.psf_estimate import estimate_psf
-from jaxdiffim.synthetic import gaussian_stamp
+from jaxdiffim.image import ImagePsf
+from jaxdiffim.io import read_exposure
+from jaxdiffim.testing.synthetic import gaussian_stamp
 
 
 def fails_cleanly(argv, capsys, match):

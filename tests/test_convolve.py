@@ -1,4 +1,4 @@
-"""Whole-image convolution (jaxdiffim.convolve) against independent numpy/scipy truth.
+"""Whole-image convolution (jaxdiffim.core.convolve) against independent numpy/scipy truth.
 
 Convention (afw orientation, a correlation with zeros beyond the image):
 ``out(y, x) = sum_{v,u} K[v + h, u + h] * in(y + v, x + u)``, ``h = k // 2``, kernels indexed
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from jaxdiffim import convolve
-from jaxdiffim.convolve import MaskedImage, spatial_factors
+from jaxdiffim.core import convolve
+from jaxdiffim.core.convolve import MaskedImage, spatial_factors
 
 EDGE = 1 << 4
 NO_DATA = 1 << 8

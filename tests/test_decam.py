@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from utils import decam_path
 
-from jaxdiffim.cli import main
-from jaxdiffim.convolve import dilate_mask
-from jaxdiffim.file_subtraction import load_exposure
-from jaxdiffim.image import read_exposure
-from jaxdiffim.masks import bits
+from jaxdiffim.cli.main import main
+from jaxdiffim.cli.subtract import load_exposure
+from jaxdiffim.core.convolve import dilate_mask
+from jaxdiffim.core.masks import bits
+from jaxdiffim.io import read_exposure
 from jaxdiffim.tasks import AlardLuptonSubtractTask
 
 VARIABLE = (56, 180)

@@ -6,16 +6,16 @@ import pytest
 from utils import meanclip
 
 from jaxdiffim import MaskedImage
-from jaxdiffim.config import KernelFitConfig
-from jaxdiffim.convolve import fft_correlate
-from jaxdiffim.decorrelation import (
+from jaxdiffim.core.config import KernelFitConfig
+from jaxdiffim.core.convolve import fft_correlate
+from jaxdiffim.core.decorrelation import (
     decorrelate,
     decorrelate_spatially,
     decorrelation_spectrum,
     mean_variance,
 )
-from jaxdiffim.fit import KernelSolution
-from jaxdiffim.synthetic import gaussian_stamp, plant_stars
+from jaxdiffim.core.fit import KernelSolution
+from jaxdiffim.testing.synthetic import gaussian_stamp, plant_stars
 
 SIZE = 256
 KERNEL = gaussian_stamp(31, np.sqrt(3.3**2 - 2.2**2))  # unit sum, odd (ip_diffim: 32x32)

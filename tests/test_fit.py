@@ -14,8 +14,8 @@ from jaxdiffim import (
     make_candidates,
     term_kernels,
 )
-from jaxdiffim.fit import fit_single_stamp
-from jaxdiffim.synthetic import gaussian_stamp, make_test_image, plant_stars
+from jaxdiffim.core.fit import fit_single_stamp
+from jaxdiffim.testing.synthetic import gaussian_stamp, make_test_image, plant_stars
 
 
 def gaussian_kernel_21(sx, sy):

@@ -13,7 +13,7 @@ from jaxdiffim import (
     make_candidates,
     subtract_images,
 )
-from jaxdiffim.synthetic import make_test_image
+from jaxdiffim.testing.synthetic import make_test_image
 
 SIZE = 80
 
@@ -142,7 +142,7 @@ def test_singular_spatial_system_flagged_with_finite_gradients(problem):
 
 def test_solve_with_fallback_gradient_is_finite_on_indefinite_matrix():
     """The unused Cholesky branch must not leak NaN (review finding)."""
-    from jaxdiffim.solve import solve_with_fallback
+    from jaxdiffim.core.solve import solve_with_fallback
 
     with jax.enable_x64(True):
         m = jnp.array([[1.0, 2.0], [2.0, 1.0]])

@@ -9,6 +9,8 @@ from astropy.table import Table
 from astropy.wcs import WCS
 from utils import decam_path
 
+from jaxdiffim.algorithms.psf_estimate import estimate_psf
+from jaxdiffim.core.masks import MASK_PLANES
 from jaxdiffim.errors import InputFileError, InvalidInputError, OutputExistsError
 from jaxdiffim.image import (
     Box2I,
@@ -18,15 +20,10 @@ from jaxdiffim.image import (
     GridImagePsf,
     ImagePsf,
     Mask,
-    estimate_variance,
-    read_exposure,
-    read_psf,
     source_columns,
-    write_exposure,
 )
-from jaxdiffim.masks import MASK_PLANES
-from jaxdiffim.psf_estimate import estimate_psf
-from jaxdiffim.synthetic import gaussian_stamp, make_test_image
+from jaxdiffim.io import estimate_variance, read_exposure, read_psf, write_exposure
+from jaxdiffim.testing.synthetic import gaussian_stamp, make_test_image
 
 
 def test_box_and_subimage_keep_parent_coordinates():

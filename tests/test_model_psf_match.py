@@ -9,10 +9,10 @@ scaleByFwhm off. Beyond the port: stars in the matched image have the reference'
 import numpy as np
 import pytest
 
+from jaxdiffim.algorithms.psf_shape import psf_fwhm
+from jaxdiffim.core.masks import bit
 from jaxdiffim.errors import InvalidInputError
 from jaxdiffim.image import DoubleGaussianPsf, Exposure, GaussianPsf, GridImagePsf
-from jaxdiffim.masks import bit
-from jaxdiffim.psf_shape import psf_fwhm
 from jaxdiffim.tasks import ModelPsfMatchTask
 
 

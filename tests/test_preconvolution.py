@@ -7,10 +7,10 @@ from test_alard_lupton import BASE, catalogue, detected, psf, stats_pixels
 from utils import meanclip
 
 from jaxdiffim import InvalidInputError, MaskedImage
-from jaxdiffim.alard_lupton import alard_lupton_preconvolve_subtract
-from jaxdiffim.masks import bit
-from jaxdiffim.preconvolution import fill_masked, preconvolution_kernel, preconvolve
-from jaxdiffim.synthetic import gaussian_stamp, make_test_image
+from jaxdiffim.algorithms.alard_lupton import alard_lupton_preconvolve_subtract
+from jaxdiffim.core.masks import bit
+from jaxdiffim.core.preconvolution import fill_masked, preconvolution_kernel, preconvolve
+from jaxdiffim.testing.synthetic import gaussian_stamp, make_test_image
 
 
 def nea(sigma):

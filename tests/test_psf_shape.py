@@ -1,4 +1,5 @@
-"""PSF moments and sizes, the 'auto' rule, NEA and limiting magnitudes (jaxdiffim.psf_shape)."""
+"""PSF moments and sizes, the 'auto' rule, NEA and limiting magnitudes
+(jaxdiffim.algorithms.psf_shape)."""
 
 import logging
 import math
@@ -7,9 +8,7 @@ import astropy.units as u
 import numpy as np
 import pytest
 
-from jaxdiffim.basis import FWHM_PER_SIGMA
-from jaxdiffim.errors import InvalidInputError
-from jaxdiffim.psf_shape import (
+from jaxdiffim.algorithms.psf_shape import (
     PsfSize,
     choose_convolution_mode,
     diffim_limiting_magnitude,
@@ -22,7 +21,9 @@ from jaxdiffim.psf_shape import (
     psf_moments,
     psf_size,
 )
-from jaxdiffim.synthetic import gaussian_stamp
+from jaxdiffim.core.basis import FWHM_PER_SIGMA
+from jaxdiffim.errors import InvalidInputError
+from jaxdiffim.testing.synthetic import gaussian_stamp
 
 
 def elliptical_gaussian(size, cov, dx=0.0, dy=0.0):
@@ -184,7 +185,7 @@ def test_grid_fallback(caplog):
             raise RuntimeError("cannot evaluate at the average position")
         return img
 
-    with caplog.at_level(logging.INFO, logger="jaxdiffim.psf_shape"):
+    with caplog.at_level(logging.INFO, logger="jaxdiffim.algorithms.psf_shape"):
         size = psf_size(psf, bbox)
     assert size.from_grid
     expected = psf_fwhm(img)
@@ -194,7 +195,7 @@ def test_grid_fallback(caplog):
     assert any(
         "Unable to evaluate PSF at the average position; evaluating it on a grid" in r.message
         and r.levelno == logging.INFO
-        and r.name == "jaxdiffim.psf_shape"
+        and r.name == "jaxdiffim.algorithms.psf_shape"
         for r in caplog.records
     )
     xs = sorted({c[0] for c in calls[1:]})

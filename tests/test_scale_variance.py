@@ -1,14 +1,14 @@
-"""Variance-plane rescaling (jaxdiffim.scale_variance, port of ScaleVarianceTask)."""
+"""Variance-plane rescaling (jaxdiffim.algorithms.scale_variance, port of ScaleVarianceTask)."""
 
 import logging
 
 import numpy as np
 import pytest
 
+from jaxdiffim.algorithms.scale_variance import coarse_background, scale_variance
+from jaxdiffim.core.masks import bit
 from jaxdiffim.errors import InvalidInputError, VarianceScalingError
-from jaxdiffim.masks import bit
-from jaxdiffim.scale_variance import coarse_background, scale_variance
-from jaxdiffim.synthetic import make_test_image, plant_stars
+from jaxdiffim.testing.synthetic import make_test_image, plant_stars
 
 DETECTED = bit("DETECTED")
 
@@ -78,7 +78,7 @@ def test_fallback_to_image_based(caplog):
     variance[low] /= 9.0
     pixel_only = scale_variance(image, variance, mask, limit=100.0)
     assert pixel_only == pytest.approx(2.1, abs=0.2)
-    with caplog.at_level(logging.WARNING, logger="jaxdiffim.scale_variance"):
+    with caplog.at_level(logging.WARNING, logger="jaxdiffim.algorithms.scale_variance"):
         factor = scale_variance(image, variance, mask, limit=1.5)
     assert factor == pytest.approx(1.0, abs=0.05)
     assert any("image-based" in r.message for r in caplog.records)

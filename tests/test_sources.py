@@ -1,4 +1,4 @@
-"""Kernel-source selection and the built-in detector (jaxdiffim.sources).
+"""Kernel-source selection and the built-in detector (jaxdiffim.algorithms.sources).
 
 The selector tests port ip_diffim's ``test_kernel_source_selector`` and ``test_few_sources``
 (ip_diffim.md §3.2) and check each cut at its boundary. The detector tests plant Gaussian stars
@@ -8,15 +8,15 @@ with known positions and fluxes on a noisy, sloped sky and compare against the t
 import numpy as np
 import pytest
 
-from jaxdiffim.detection import detect_sources
-from jaxdiffim.errors import InsufficientKernelSourcesError, InvalidInputError
-from jaxdiffim.masks import bit
-from jaxdiffim.sources import (
+from jaxdiffim.algorithms.detection import detect_sources
+from jaxdiffim.algorithms.sources import (
     EXCLUDE_MASK_PLANES,
     SELECTION_CUTS,
     select_kernel_sources,
 )
-from jaxdiffim.synthetic import gaussian_stamp, make_test_image, plant_stars
+from jaxdiffim.core.masks import bit
+from jaxdiffim.errors import InsufficientKernelSourcesError, InvalidInputError
+from jaxdiffim.testing.synthetic import gaussian_stamp, make_test_image, plant_stars
 
 KERNEL = 21
 

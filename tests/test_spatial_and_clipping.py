@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from utils import meanclip
 
 from jaxdiffim import InvalidInputError, spatial_terms
-from jaxdiffim.clipping import (
+from jaxdiffim.core.stats import (
     cell_ids,
     clipped_mean_std,
     quantile_masked,

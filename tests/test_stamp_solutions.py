@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from jaxdiffim import KernelFitConfig, alard_lupton_basis, regularization_matrix
-from jaxdiffim.fit import fit_single_stamp
-from jaxdiffim.synthetic import plant_stars
+from jaxdiffim.core.fit import fit_single_stamp
+from jaxdiffim.testing.synthetic import plant_stars
 
 
 def stamps(k, seed=0):

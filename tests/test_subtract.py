@@ -10,7 +10,7 @@ import pytest
 from utils import basis_for, candidates_for, good_pixels, masked, meanclip, scene_pair
 
 from jaxdiffim import MaskedImage, subtract_images
-from jaxdiffim.synthetic import gaussian_stamp, make_test_image
+from jaxdiffim.testing.synthetic import gaussian_stamp, make_test_image
 
 
 def run(sci, tmpl, mode, sub_bg=False, n_src=None, crop=20):

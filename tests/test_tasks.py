@@ -11,10 +11,9 @@ import pytest
 from astropy.table import Table
 
 from jaxdiffim import alard_lupton_subtract, kernel_image
+from jaxdiffim.core.masks import bit
 from jaxdiffim.errors import InvalidInputError
 from jaxdiffim.image import Exposure, GaussianPsf
-from jaxdiffim.masks import bit
-from jaxdiffim.synthetic import make_test_image
 from jaxdiffim.tasks import (
     AlardLuptonPreconvolveSubtractTask,
     AlardLuptonSubtractConfig,
@@ -25,6 +24,7 @@ from jaxdiffim.tasks import (
     Struct,
 )
 from jaxdiffim.tasks.subtract import core_config
+from jaxdiffim.testing.synthetic import make_test_image
 
 X0, Y0 = 12345, 67890
 

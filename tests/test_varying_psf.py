@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from jaxdiffim import MaskedImage
-from jaxdiffim.alard_lupton import SubtractionConfig, alard_lupton_subtract
-from jaxdiffim.masks import bit, bits
-from jaxdiffim.synthetic import gaussian_stamp, make_varying_psf_pair
+from jaxdiffim.algorithms.alard_lupton import SubtractionConfig, alard_lupton_subtract
+from jaxdiffim.core.masks import bit, bits
+from jaxdiffim.testing.synthetic import gaussian_stamp, make_varying_psf_pair
 
 
 def run(pair, config):

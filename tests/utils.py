@@ -5,9 +5,9 @@ import os
 import numpy as np
 
 from jaxdiffim import KernelFitConfig, MaskedImage, alard_lupton_sigmas, make_candidates
-from jaxdiffim.basis import FWHM_PER_SIGMA
-from jaxdiffim.masks import bit
-from jaxdiffim.synthetic import make_test_image
+from jaxdiffim.core.basis import FWHM_PER_SIGMA
+from jaxdiffim.core.masks import bit
+from jaxdiffim.testing.synthetic import make_test_image
 
 IQ_TO_STDEV = 0.741301109252802
 

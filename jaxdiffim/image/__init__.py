@@ -1,11 +1,11 @@
-"""Exposures, PSF models, FITS files and source catalogues (the Task layer's data model).
+"""Exposures, PSF models and source catalogues: the Task layer's data model.
 
-Nothing in the functional core imports this package.
+Nothing in the functional core or the algorithms imports this package; FITS files are read and
+written by :mod:`jaxdiffim.io`.
 """
 
 from .catalog import read_sources, source_columns
 from .exposure import Box2I, Exposure, Image, Mask
-from .fits import estimate_variance, read_exposure, read_psf, write_exposure
 from .psf import DoubleGaussianPsf, GaussianPsf, GridImagePsf, ImagePsf, Shape, SingleGaussianPsf
 
 __all__ = [
@@ -19,10 +19,6 @@ __all__ = [
     "Mask",
     "Shape",
     "SingleGaussianPsf",
-    "estimate_variance",
-    "read_exposure",
-    "read_psf",
     "read_sources",
     "source_columns",
-    "write_exposure",
 ]

@@ -10,9 +10,9 @@ import copy as _copy
 
 import numpy as np
 
-from ..convolve import MaskedImage
+from ..core.convolve import MaskedImage
+from ..core.masks import MASK_PLANES
 from ..errors import InvalidInputError
-from ..masks import MASK_PLANES
 
 __all__ = ["Box2I", "Image", "Mask", "Exposure"]
 
@@ -174,7 +174,7 @@ class Mask(Image):
         return out
 
     def to_standard(self):
-        """The array re-mapped onto :data:`jaxdiffim.masks.MASK_PLANES` (the core's numbering).
+        """The array re-mapped onto :data:`jaxdiffim.core.masks.MASK_PLANES` (the core's numbering).
 
         Planes unknown to the core are dropped.
         """

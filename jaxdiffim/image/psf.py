@@ -13,11 +13,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..basis import FWHM_PER_SIGMA
+from ..algorithms.psf_estimate import fourier_shift
+from ..algorithms.psf_shape import psf_moments
+from ..core.basis import FWHM_PER_SIGMA
+from ..core.model_psf import recentre
 from ..errors import InvalidInputError
-from ..model_psf import recentre
-from ..psf_estimate import fourier_shift
-from ..psf_shape import psf_moments
 from .exposure import Image
 
 __all__ = [
@@ -90,7 +90,8 @@ class _Psf:
         return self._average
 
     def computeShape(self, x=None, y=None):  # noqa: N802
-        """Adaptive second moments at ``(x, y)`` (:func:`jaxdiffim.psf_shape.psf_moments`)."""
+        """Adaptive second moments at ``(x, y)``
+        (:func:`jaxdiffim.algorithms.psf_shape.psf_moments`)."""
         m = psf_moments(self.computeKernelImage(x, y))
         return Shape(m.ixx, m.iyy, m.ixy)
 

@@ -6,9 +6,9 @@ Task form of :func:`jaxdiffim.decorrelate` / :func:`jaxdiffim.decorrelate_spatia
 
 import numpy as np
 
-from ..decorrelation import decorrelate, decorrelate_spatially, fill_bad_pixels, mean_variance
+from ..core.decorrelation import decorrelate, decorrelate_spatially, fill_bad_pixels, mean_variance
+from ..core.masks import bits
 from ..errors import InvalidInputError
-from ..masks import bits
 from .base import Struct, Task
 from .pex_config import Config, Field, ListField
 

@@ -1,6 +1,7 @@
 """``ModelPsfMatchTask``: match an exposure's PSF model to a reference model (the coadd use case).
 
-Port of ip_diffim's ``modelPsfMatch.py`` on top of :mod:`jaxdiffim.model_psf`. The "template" of
+Port of ip_diffim's ``modelPsfMatch.py`` on top of :mod:`jaxdiffim.core.model_psf`. The "template"
+of
 the fit is the exposure's PSF realised at the cell centres (the image that gets convolved) and
 the "science" is the reference model realised at the same places.
 
@@ -11,9 +12,9 @@ singular spatial system is solved by the pseudo-inverse with a warning, as in ip
 
 import numpy as np
 
-from .. import status as st
-from ..image.exposure import Box2I, Exposure
-from ..model_psf import (
+from ..algorithms.psf_shape import psf_fwhm
+from ..core import status as st
+from ..core.model_psf import (
     apply_normalized_kernel,
     cell_centres,
     fit_psf_models,
@@ -21,7 +22,7 @@ from ..model_psf import (
     recentre,
     set_kernel_sum,
 )
-from ..psf_shape import psf_fwhm
+from ..image.exposure import Box2I, Exposure
 from .base import Struct, Task
 from .models import MatchingKernel
 from .pex_config import Config, ConfigChoiceField, Field

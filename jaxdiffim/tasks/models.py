@@ -8,9 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..precision import fit_precision
-from ..spatial import spatial_terms
-from ..subtract import background_image
+from ..core.precision import fit_precision
+from ..core.spatial import spatial_terms
+from ..core.subtract import background_image
 
 __all__ = ["MatchingKernel", "BackgroundModel"]
 

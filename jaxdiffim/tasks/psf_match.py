@@ -8,8 +8,8 @@ delta-function kernels (not implemented) and ``badMaskPlanes`` (stamps with mask
 left out by the kernel-source selection instead) are left out.
 """
 
-from ..basis import alard_lupton_sigmas
-from ..config import KernelFitConfig
+from ..core.basis import alard_lupton_sigmas
+from ..core.config import KernelFitConfig
 from .base import Task
 from .pex_config import ChoiceField, Config, ConfigChoiceField, Field, ListField
 

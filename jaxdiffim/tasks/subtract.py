@@ -17,7 +17,7 @@ here (``raiseOnBadSubtractionRatio``).
 import numpy as np
 from astropy.table import Table
 
-from ..alard_lupton import (
+from ..algorithms.alard_lupton import (
     SubtractionConfig,
     alard_lupton_preconvolve_subtract,
     alard_lupton_subtract,
@@ -160,7 +160,8 @@ def _validate_exposures(template, science):
         if exp.psf is None:
             raise InvalidInputError(
                 f"The {name} exposure has no PSF; set one (exposure.setPsf(GaussianPsf(...)) or "
-                "ImagePsf(stamp)), or estimate it with jaxdiffim.psf_estimate.estimate_psf."
+                "ImagePsf(stamp)), or estimate it with "
+                "jaxdiffim.algorithms.psf_estimate.estimate_psf."
             )
     if not template.getBBox().contains(science.getBBox()):
         raise InvalidInputError(

@@ -1,0 +1,105 @@
+"""Making the two input images ready: template coverage and ip_diffim's mask semantics.
+
+Ports of ``checkTemplateIsSufficient`` and ``AlardLuptonSubtractTask.updateMasks``
+(``subtractImages.py``; ip_diffim.md §1, §2.10). Pure functions of integer mask arrays; nothing
+is modified in place.
+"""
+
+import numpy as np
+
+from ..core.masks import MASK_PLANES, bit, bits
+from ..errors import InvalidInputError, NoWorkFound
+
+__all__ = [
+    "PRESERVE_TEMPLATE_MASK",
+    "RENAME_TEMPLATE_MASK",
+    "template_coverage",
+    "check_template_coverage",
+    "update_masks",
+]
+
+#: Template planes kept as they are (``preserveTemplateMask``).
+PRESERVE_TEMPLATE_MASK = ("NO_DATA", "BAD", "HIGH_VARIANCE")
+#: Template planes copied to ``<NAME>_TEMPLATE`` (``renameTemplateMask``).
+RENAME_TEMPLATE_MASK = ("SAT", "INJECTED", "INJECTED_CORE")
+
+
+def template_coverage(template_mask, science_mask):
+    """Fraction of science pixels with data in both images.
+
+    ``1 - #(NO_DATA in template OR NO_DATA in science) / area`` (ip_diffim's definition).
+
+    Parameters
+    ----------
+    template_mask, science_mask : array_like of int, shape (H, W)
+        The template already cut to the science grid.
+
+    Returns
+    -------
+    float
+    """
+    t = np.asarray(template_mask)
+    s = np.asarray(science_mask)
+    if t.shape != s.shape:
+        raise InvalidInputError(
+            f"template mask {t.shape} and science mask {s.shape} must be on one pixel grid."
+        )
+    nodata = ((t | s) & bit("NO_DATA")) != 0
+    return 1.0 - float(np.count_nonzero(nodata)) / nodata.size
+
+
+def check_template_coverage(template_mask, science_mask, required_fraction, reason=""):
+    """Raise :class:`NoWorkFound` if the coverage is below ``required_fraction``.
+
+    Returns
+    -------
+    float
+        The coverage fraction.
+    """
+    fraction = template_coverage(template_mask, science_mask)
+    if fraction < required_fraction:
+        raise NoWorkFound(
+            f"The template covers {100 * fraction:.1f}% of the science image, less than the "
+            f"required {100 * required_fraction:.1f}%{': ' + reason if reason else ''}. "
+            "Use a template that overlaps the science image, or lower required_template_fraction "
+            "(0 always attempts the subtraction)."
+        )
+    return fraction
+
+
+def update_masks(
+    template_mask,
+    science_mask,
+    preserve=PRESERVE_TEMPLATE_MASK,
+    rename=RENAME_TEMPLATE_MASK,
+):
+    """ip_diffim's mask preparation before differencing.
+
+    * science: clear ``DETECTED`` and ``DETECTED_NEGATIVE``; ``FAKE`` is copied to ``INJECTED``;
+    * template: ``FAKE`` is copied to ``INJECTED_TEMPLATE``; every plane in ``rename`` is copied
+      to ``<NAME>_TEMPLATE``; then every plane except ``preserve`` and the ``*_TEMPLATE`` planes
+      is cleared.
+
+    Parameters
+    ----------
+    template_mask, science_mask : array_like of int, shape (H, W)
+    preserve, rename : sequence of str
+        ``preserveTemplateMask`` and ``renameTemplateMask``.
+
+    Returns
+    -------
+    template_mask, science_mask : numpy arrays (new arrays; the inputs are not modified)
+    """
+    t = np.array(template_mask, copy=True)
+    s = np.array(science_mask, copy=True)
+    s &= ~np.asarray(bits(("DETECTED", "DETECTED_NEGATIVE")), s.dtype)
+    s |= np.where((s & bit("FAKE")) != 0, bit("INJECTED"), 0).astype(s.dtype)
+    keep = bits(preserve)
+    copied = 0
+    pairs = [(name, name + "_TEMPLATE") for name in rename if name + "_TEMPLATE" in MASK_PLANES]
+    pairs.append(("FAKE", "INJECTED_TEMPLATE"))
+    for source, target in pairs:
+        copied |= bit(target)
+        t |= np.where((t & bit(source)) != 0, bit(target), 0).astype(t.dtype)
+    t &= np.asarray(keep | copied, t.dtype)
+    return t, s

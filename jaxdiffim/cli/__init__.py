@@ -1,0 +1,1 @@
+"""The ``jaxdiffim`` command (:func:`~jaxdiffim.cli.main.main`): subtract, match-psf, demo."""

@@ -1,0 +1,1 @@
+"""Synthetic scenes and shipped real data for tests, demos and benchmarks."""
