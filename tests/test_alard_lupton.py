@@ -18,7 +18,8 @@ from jaxdiffim import (
     MaskedImage,
     NoWorkFound,
 )
-from jaxdiffim.algorithms.alard_lupton import SubtractionConfig, alard_lupton_subtract
+from jaxdiffim.algorithms.alard_lupton import alard_lupton_subtract
+from jaxdiffim.algorithms.config import SubtractionConfig
 from jaxdiffim.algorithms.inputs import update_masks
 from jaxdiffim.core.masks import MASK_PLANES, bit, bits
 from jaxdiffim.testing.synthetic import gaussian_stamp, make_test_image

@@ -10,8 +10,8 @@ import pytest
 from astropy.io import fits
 from utils import decam_path
 
-from jaxdiffim.cli import subtract as file_subtraction
 from jaxdiffim.algorithms.psf_estimate import estimate_psf
+from jaxdiffim.cli import subtract as file_subtraction
 from jaxdiffim.cli.demo import run_demo
 from jaxdiffim.cli.main import main
 from jaxdiffim.errors import SingularSystemError

@@ -10,11 +10,10 @@ import pytest
 
 from jaxdiffim.algorithms.detection import detect_sources
 from jaxdiffim.algorithms.sources import (
-    EXCLUDE_MASK_PLANES,
     SELECTION_CUTS,
     select_kernel_sources,
 )
-from jaxdiffim.core.masks import bit
+from jaxdiffim.core.masks import KERNEL_SOURCE_EXCLUDE, bit
 from jaxdiffim.errors import InsufficientKernelSourcesError, InvalidInputError
 from jaxdiffim.testing.synthetic import gaussian_stamp, make_test_image, plant_stars
 
@@ -113,7 +112,7 @@ def test_mask_cut_uses_template_or_science_footprint():
         exclude_planes=(),
     )
     np.testing.assert_array_equal(everything.indices, [0, 1, 2, 3])
-    assert set(EXCLUDE_MASK_PLANES) >= {"SAT", "NO_DATA", "BAD", "EDGE"}
+    assert set(KERNEL_SOURCE_EXCLUDE) >= {"SAT", "NO_DATA", "BAD", "EDGE"}
 
 
 def test_edge_cut_boundaries():

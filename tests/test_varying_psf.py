@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from jaxdiffim import MaskedImage
-from jaxdiffim.algorithms.alard_lupton import SubtractionConfig, alard_lupton_subtract
+from jaxdiffim.algorithms.alard_lupton import alard_lupton_subtract
+from jaxdiffim.algorithms.config import SubtractionConfig
 from jaxdiffim.core.masks import bit, bits
 from jaxdiffim.testing.synthetic import gaussian_stamp, make_varying_psf_pair
 

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core.convolve import dilate_mask, fft_correlate
-from ..core.masks import bits
+from ..core.masks import DETECTION_EXCLUDE, bits
 from ..errors import InvalidInputError
 from .sources import _check_int, _crowded
 
@@ -403,7 +403,7 @@ def detect_sources(
     psf,
     *,
     threshold=10.0,
-    exclude_planes=("NO_DATA", "BAD", "EDGE"),
+    exclude_planes=DETECTION_EXCLUDE,
     saturated_planes=("SAT",),
     saturation=None,
     isolation_radius=None,

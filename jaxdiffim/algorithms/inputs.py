@@ -7,21 +7,14 @@ is modified in place.
 
 import numpy as np
 
-from ..core.masks import MASK_PLANES, bit, bits
+from ..core.masks import MASK_PLANES, PRESERVE_TEMPLATE, RENAME_TEMPLATE, bit, bits
 from ..errors import InvalidInputError, NoWorkFound
 
 __all__ = [
-    "PRESERVE_TEMPLATE_MASK",
-    "RENAME_TEMPLATE_MASK",
     "template_coverage",
     "check_template_coverage",
     "update_masks",
 ]
-
-#: Template planes kept as they are (``preserveTemplateMask``).
-PRESERVE_TEMPLATE_MASK = ("NO_DATA", "BAD", "HIGH_VARIANCE")
-#: Template planes copied to ``<NAME>_TEMPLATE`` (``renameTemplateMask``).
-RENAME_TEMPLATE_MASK = ("SAT", "INJECTED", "INJECTED_CORE")
 
 
 def template_coverage(template_mask, science_mask):
@@ -70,8 +63,8 @@ def check_template_coverage(template_mask, science_mask, required_fraction, reas
 def update_masks(
     template_mask,
     science_mask,
-    preserve=PRESERVE_TEMPLATE_MASK,
-    rename=RENAME_TEMPLATE_MASK,
+    preserve=PRESERVE_TEMPLATE,
+    rename=RENAME_TEMPLATE,
 ):
     """ip_diffim's mask preparation before differencing.
 

@@ -19,19 +19,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..core.masks import bits
+from ..core.masks import KERNEL_SOURCE_EXCLUDE, bits
 from ..errors import InsufficientKernelSourcesError, InvalidInputError
 
 __all__ = [
-    "EXCLUDE_MASK_PLANES",
     "SELECTION_CUTS",
     "FAINT_NEIGHBOUR_RATIO",
     "SourceSelection",
     "select_kernel_sources",
 ]
-#: Mask planes that disqualify a kernel source when present anywhere in its footprint
-#: (ip_diffim ``excludeMaskPlanes``).
-EXCLUDE_MASK_PLANES = ("NO_DATA", "BAD", "SAT", "EDGE", "FAKE", "HIGH_VARIANCE")
 
 #: Names of the selection cuts, in the order :func:`select_kernel_sources` applies them.
 SELECTION_CUTS = ("flags", "isolation", "signal_to_noise", "edge", "mask", "max_sources")
@@ -161,7 +157,7 @@ def select_kernel_sources(
     restrict_edge=True,
     extra_edge=0,
     isolation_radius=None,
-    exclude_planes=EXCLUDE_MASK_PLANES,
+    exclude_planes=KERNEL_SOURCE_EXCLUDE,
     max_sources=1000,
     min_sources=3,
 ):

@@ -22,7 +22,7 @@ from ..image import Exposure, GaussianPsf, GridImagePsf
 from ..io import write_exposure
 from ..io.figures import kernel_grid, mosaic, stretch, write_png
 from ..tasks import AlardLuptonSubtractTask
-from .subtract import write_json
+from .subtract import file_config, task_config, write_json
 
 __all__ = ["simulate_pair", "run_demo"]
 
@@ -168,10 +168,8 @@ def run_demo(outdir="jaxdiffim-demo", size=512, overwrite=False, seed=3):
     template, science, truth = simulate_pair(size, seed)
     write_exposure(template, paths["template.fits"], overwrite=overwrite)
     write_exposure(science, paths["science.fits"], overwrite=overwrite)
-    config = AlardLuptonSubtractTask.ConfigClass()
-    config.mode = "auto"
-    config.doSubtractBackground = True  # the science sky is not in the template
-    task = AlardLuptonSubtractTask(config=config)
+    # the configuration of `jaxdiffim subtract` (mode auto, the science sky subtracted)
+    task = AlardLuptonSubtractTask(config=task_config(AlardLuptonSubtractTask, file_config()))
     t0 = time.perf_counter()
     result = task.run(template, science)
     elapsed = time.perf_counter() - t0

@@ -47,15 +47,39 @@ def _parser():
     s.add_argument("--outdir", metavar="DIR", help="output directory for --pairs")
     s.add_argument("--sources", metavar="CAT", help="kernel-source catalogue (any astropy table)")
     s.add_argument(
-        "--mode", choices=("auto", "convolveTemplate", "convolveScience"), default="auto"
+        "--mode",
+        choices=("auto", "convolveTemplate", "convolveScience"),
+        help="which image to convolve (default auto)",
     )
     s.add_argument("--template-psf", metavar="PSF.fits", help="template PSF stamp")
     s.add_argument("--science-psf", metavar="PSF.fits", help="science PSF stamp")
-    s.add_argument("--kernel", choices=("al", "df"), default="al", help="basis (default al)")
+    s.add_argument("--kernel", choices=("al", "df"), help="basis (default al)")
     s.add_argument("--no-decorrelate", action="store_true", help="skip decorrelation")
+    s.add_argument(
+        "--subtract-background",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="subtract the fitted differential background (default: yes, for images whose "
+        "sky has not been subtracted; --no-subtract-background keeps it, as ip_diffim does)",
+    )
     s.add_argument("--score", action="store_true", help="write the score (preconvolved) image")
-    s.add_argument("--spatial-kernel-order", type=int, metavar="N")
-    s.add_argument("--spatial-bg-order", type=int, metavar="N")
+    s.add_argument(
+        "--spatial-kernel-order",
+        type=int,
+        metavar="N",
+        help="highest spatial order of the kernel (lowered when too few kernel sources)",
+    )
+    s.add_argument("--spatial-bg-order", type=int, metavar="N", help="same, background")
+    s.add_argument(
+        "-c",
+        "--config",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set any setting, by its SubtractionConfig name (min_kernel_sources, "
+        "kernel.spatial_kernel_order) or ip_diffim's Task name (minKernelSources); "
+        "repeatable; 'jaxdiffim config' lists them with their defaults",
+    )
     s.add_argument("--json", metavar="SUMMARY.json", help="also write the summary as JSON")
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     _plane_args(s, "template")
@@ -82,6 +106,8 @@ def _parser():
     m.add_argument("--kernel-size", type=int, metavar="N", help="odd kernel width (default 11)")
     m.add_argument("--overwrite", action="store_true")
 
+    sub.add_parser("config", help="list every setting of 'subtract -c' with its default (JSON)")
+
     d = sub.add_parser("demo", help="simulate a realistic pair, subtract it, write FITS + PNG")
     d.add_argument("--outdir", default="jaxdiffim-demo", metavar="DIR")
     d.add_argument("--size", type=int, default=512, help="image side in pixels (>= 128)")
@@ -93,18 +119,66 @@ class _UsageError(Exception):
     pass
 
 
-def _options(args):
-    from .subtract import SubtractOptions
+def _value(text):
+    """A ``-c`` value: a Python/JSON literal, ``a,b,c`` for a list, else the string itself."""
+    import ast
 
-    return SubtractOptions(
-        mode=args.mode,
-        kernel=args.kernel,
-        decorrelate=not args.no_decorrelate,
-        score=args.score,
-        overwrite=args.overwrite,
-        spatial_kernel_order=args.spatial_kernel_order,
-        spatial_bg_order=args.spatial_bg_order,
-    )
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        pass
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if "," in text:
+        return tuple(_value(part) for part in text.split(",") if part.strip())
+    return text
+
+
+def _config(args):
+    """The SubtractionConfig of a ``subtract`` command line."""
+    from .subtract import file_config
+
+    overrides = {}
+    if args.mode:
+        overrides["mode"] = args.mode
+    if args.kernel:
+        overrides["kernel.kernel_basis"] = {"al": "alard-lupton", "df": "delta-function"}[
+            args.kernel
+        ]
+    if args.no_decorrelate:
+        overrides["do_decorrelation"] = False
+    if args.subtract_background is not None:
+        overrides["do_subtract_background"] = args.subtract_background
+    if args.spatial_kernel_order is not None:
+        overrides["kernel.spatial_kernel_order"] = args.spatial_kernel_order
+    if args.spatial_bg_order is not None:
+        overrides["kernel.spatial_bg_order"] = args.spatial_bg_order
+    for item in args.config:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            raise _UsageError(f"-c expects NAME=VALUE, got {item!r}")
+        overrides[name.strip()] = _value(text)
+    return file_config(overrides)
+
+
+def _list_config():
+    import dataclasses
+
+    from .subtract import file_config
+
+    def flat(obj, prefix=""):
+        out = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                out.update(flat(value, prefix + f.name + "."))
+            else:
+                out[prefix + f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    print(json.dumps(flat(file_config()), indent=2))
+    return 0
 
 
 def _planes(args, who):
@@ -127,7 +201,9 @@ def _subtract_one(args):
         args.template,
         args.science,
         args.output,
-        options=_options(args),
+        config=_config(args),
+        score=args.score,
+        overwrite=args.overwrite,
         sources=args.sources,
         template_psf=args.template_psf,
         science_psf=args.science_psf,
@@ -192,7 +268,7 @@ def _subtract_pairs(args):
         raise _UsageError(f"{flags} apply to one pair; with --pairs each pair writes its JSON")
     pairs = _read_pairs(args.pairs)
     os.makedirs(args.outdir, exist_ok=True)
-    options = _options(args)
+    config = _config(args)
     results, failures = [], []
     _progress(0, len(pairs), 0)
     for i, parts in enumerate(pairs, 1):
@@ -206,7 +282,9 @@ def _subtract_pairs(args):
                 template,
                 science,
                 output,
-                options=options,
+                config=config,
+                score=args.score,
+                overwrite=args.overwrite,
                 template_psf=args.template_psf,
                 science_psf=args.science_psf,
                 summary_path=os.path.splitext(output)[0] + ".json",
@@ -246,6 +324,8 @@ def main(argv=None):
             summary = run_demo(args.outdir, size=args.size, overwrite=args.overwrite)
             print(json.dumps(summary, indent=2))
             return 0
+        if args.command == "config":
+            return _list_config()
         if args.command == "match-psf":
             from .match_psf import match_psf_file
 
@@ -267,7 +347,10 @@ def main(argv=None):
     except _UsageError as err:
         parser.exit(2, f"jaxdiffim: error: {err}\n")
     except (JaxDiffimError, OSError, ValueError) as err:
-        parser.exit(2, f"jaxdiffim: error: {_one_line(err)}\n")
+        hint = ""
+        if isinstance(err, JaxDiffimError) and args.command == "subtract":
+            hint = " (any setting named here: -c NAME=VALUE; 'jaxdiffim config' lists them)"
+        parser.exit(2, f"jaxdiffim: error: {_one_line(err)}{hint}\n")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,16 +2,14 @@
 
 What ``jaxdiffim subtract`` does for one pair (:func:`subtract_files`). Inputs without a PSF
 (no ``--*-psf`` file and none in an afw-layout file) get an empirical one from their stars
-(:func:`jaxdiffim.algorithms.psf_estimate.estimate_psf`, starting from the header ``FWHM`` when
-there is
-one). Unless spatial orders are given, images smaller than 512 pixels on a side get a constant
-kernel and background (a few cells hold too few kernel sources for ip_diffim's orders 1 and 2),
-larger ones ip_diffim's orders; and a kernel whose spatial model the kernel sources cannot
-determine (:class:`~jaxdiffim.errors.SingularSystemError`) is refitted once as a constant kernel
-with a constant background, which the summary reports.
+(:func:`jaxdiffim.algorithms.psf_estimate.estimate_psf`, starting from the header ``FWHM``
+when there is one). The subtraction is :class:`~jaxdiffim.tasks.AlardLuptonSubtractTask` with
+the Task config written from one :class:`~jaxdiffim.algorithms.config.SubtractionConfig`
+(:func:`file_config`: ip_diffim's defaults, with ``mode="auto"`` and the fitted background
+subtracted, as files from outside the Rubin pipeline keep their sky). Every policy (spatial
+orders, singular systems, QA) is the algorithm's.
 """
 
-import dataclasses
 import json
 import logging
 import os
@@ -19,38 +17,41 @@ import time
 
 import numpy as np
 
+from ..algorithms.config import FILE_DEFAULTS, SubtractionConfig, apply_overrides
 from ..algorithms.psf_estimate import estimate_psf
-from ..errors import InvalidInputError, OutputExistsError, SingularSystemError
+from ..errors import InvalidInputError, OutputExistsError
 from ..image import ImagePsf, read_sources
 from ..io import read_exposure, read_psf, write_exposure
 from ..io.atomic import atomic_output
 from ..tasks import AlardLuptonPreconvolveSubtractTask, AlardLuptonSubtractTask
+from ..tasks.config_map import apply_to_task, core_path
 
-__all__ = ["SubtractOptions", "subtract_files", "load_exposure", "ensure_psf", "write_json"]
+__all__ = [
+    "file_config",
+    "task_config",
+    "subtract_files",
+    "load_exposure",
+    "ensure_psf",
+    "write_json",
+]
 
 log = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(frozen=True)
-class SubtractOptions:
-    """Options of one subtraction (the CLI's flags; the defaults are the CLI's).
+def file_config(overrides=None):
+    """The :class:`SubtractionConfig` of the file path: :data:`FILE_DEFAULTS`, then ``overrides``.
 
-    Attributes
+    Parameters
     ----------
-    mode : {"auto", "convolveTemplate", "convolveScience"}
-    kernel : {"al", "df"}
-    decorrelate, score, overwrite : bool
-    spatial_kernel_order, spatial_bg_order : int or None
-        ``None``: chosen as described in the module docstring.
+    overrides : dict, optional
+        ``{name: value}`` with SubtractionConfig paths (``min_kernel_sources``,
+        ``kernel.spatial_kernel_order``) or ip_diffim Task paths (``minKernelSources``,
+        ``makeKernel.kernel.active.spatialKernelOrder``).
     """
-
-    mode: str = "auto"
-    kernel: str = "al"
-    decorrelate: bool = True
-    score: bool = False
-    overwrite: bool = False
-    spatial_kernel_order: int | None = None
-    spatial_bg_order: int | None = None
+    changes = dict(FILE_DEFAULTS)
+    for name, value in (overrides or {}).items():
+        changes[core_path(name)] = value
+    return apply_overrides(SubtractionConfig(), changes)
 
 
 def load_exposure(path, *, psf=None, variance=None, weight=None, sigma=None, mask=None):
@@ -79,48 +80,7 @@ def ensure_psf(exp, name="exposure"):
     return exp
 
 
-def _config(task_class, options, orders):
-    config = task_class.ConfigClass()
-    config.mode = options.mode
-    config.doDecorrelation = bool(options.decorrelate)
-    config.makeKernel.kernel.name = {"al": "AL", "df": "DF"}[options.kernel]
-    kernel = config.makeKernel.kernel.active
-    kernel.spatialKernelOrder, kernel.spatialBgOrder = orders
-    return config
-
-
-#: Below this many pixels on the shorter side, the CLI fits a constant kernel and background.
-SMALL_IMAGE = 512
-
-
-def _default_orders(task_class, science):
-    """ip_diffim's spatial orders, or (0, 0) for images under :data:`SMALL_IMAGE` pixels.
-
-    A small cut-out (a few 128-px cells) holds too few kernel sources to pin down a spatially
-    varying kernel and a quadratic background: the fit extrapolates wildly between them.
-    """
-    if min(science.image.array.shape) < SMALL_IMAGE:
-        return 0, 0
-    default = task_class.ConfigClass().makeKernel.kernel.active
-    return default.spatialKernelOrder, default.spatialBgOrder
-
-
-def _run(task_class, options, template, science, sources):
-    given = (options.spatial_kernel_order, options.spatial_bg_order)
-    auto = _default_orders(task_class, science)
-    orders = tuple(a if g is None else g for g, a in zip(given, auto, strict=True))
-    task = task_class(config=_config(task_class, options, orders))
-    try:
-        return task, task.run(template, science, sources), orders, False
-    except SingularSystemError as err:
-        if given != (None, None) or orders == (0, 0):
-            raise
-        log.warning("%s Refitting with a constant kernel and background.", err)
-        task = task_class(config=_config(task_class, options, (0, 0)))
-        return task, task.run(template, science, sources), (0, 0), True
-
-
-def _summary(task, result, orders, fallback, template_path, science_path, timings):
+def _summary(task, result, template_path, science_path, timings):
     md = task.metadata
     kernel = result.psfMatchingKernel
     used = np.asarray(result.kernelSources["used"], bool)
@@ -136,9 +96,9 @@ def _summary(task, result, orders, fallback, template_path, science_path, timing
         "kernel_basis": kernel.config.kernel_basis,
         "kernel_size": int(kernel.config.kernel_size),
         "kernel_sum": float(kernel.getKernelSum()),
-        "spatial_kernel_order": int(orders[0]),
-        "spatial_bg_order": int(orders[1]),
-        "constant_kernel_fallback": bool(fallback),
+        "spatial_kernel_order": int(md["spatialKernelOrder"]),
+        "spatial_bg_order": int(md["spatialBgOrder"]),
+        "spatial_orders_lowered": md.get("spatialOrderReduced"),
         "background_parameters": result.backgroundModel.getParameters(),
         "n_kernel_sources": int(len(used)),
         "n_kernel_sources_used": int(used.sum()),
@@ -164,7 +124,9 @@ def subtract_files(
     science_path,
     output,
     *,
-    options=None,
+    config=None,
+    score=False,
+    overwrite=False,
     sources=None,
     template_psf=None,
     science_psf=None,
@@ -177,7 +139,12 @@ def subtract_files(
     Parameters
     ----------
     template_path, science_path, output : str or path-like
-    options : SubtractOptions, optional
+    config : SubtractionConfig, optional
+        Default :func:`file_config` ``()``.
+    score : bool
+        Write the score (preconvolved) image instead of the difference.
+    overwrite : bool
+        Replace existing outputs.
     sources : str, path-like or astropy Table, optional
         Kernel-source catalogue (science pixel coordinates); ``None``: built-in detection.
     template_psf, science_psf : str or path-like, optional
@@ -193,12 +160,12 @@ def subtract_files(
         The summary: resolved mode, kernel sum, background parameters, QA metrics, kernel
         sources and timings.
     """
-    options = options or SubtractOptions()
+    config = file_config() if config is None else config
     t0 = time.perf_counter()
     for path in (output, summary_path):
         if path is None:
             continue
-        if os.path.exists(path) and not options.overwrite:
+        if os.path.exists(path) and not overwrite:
             raise OutputExistsError(f"{os.fspath(path)!r} exists; pass --overwrite to replace it.")
         if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             raise InvalidInputError(f"The folder of {os.fspath(path)!r} does not exist.")
@@ -216,17 +183,23 @@ def subtract_files(
     ensure_psf(science, science_path)
     catalogue = None if sources is None else read_sources(sources)
     t1 = time.perf_counter()
-    task_class = AlardLuptonPreconvolveSubtractTask if options.score else AlardLuptonSubtractTask
-    task, result, orders, fallback = _run(task_class, options, template, science, catalogue)
+    task_class = AlardLuptonPreconvolveSubtractTask if score else AlardLuptonSubtractTask
+    task = task_class(config=task_config(task_class, config))
+    result = task.run(template, science, catalogue)
     t2 = time.perf_counter()
-    diff = result.scoreExposure if options.score else result.difference
-    write_exposure(diff, output, overwrite=options.overwrite)
+    diff = result.scoreExposure if score else result.difference
+    write_exposure(diff, output, overwrite=overwrite)
     timings = {"read": t1 - t0, "subtract": t2 - t1, "write": time.perf_counter() - t2}
-    summary = _summary(task, result, orders, fallback, template_path, science_path, timings)
+    summary = _summary(task, result, template_path, science_path, timings)
     summary["output"] = os.fspath(output)
     if summary_path is not None:
-        write_json(summary, summary_path, options.overwrite)
+        write_json(summary, summary_path, overwrite)
     return summary
+
+
+def task_config(task_class, config):
+    """A Task config of ``task_class`` carrying ``config`` (through the one table)."""
+    return apply_to_task(config, task_class.ConfigClass())
 
 
 def write_json(data, path, overwrite=False):

@@ -6,7 +6,16 @@ A mask is an integer array; plane ``NAME`` is bit ``MASK_PLANES[NAME]`` (afw
 
 from ..errors import InvalidInputError
 
-__all__ = ["MASK_PLANES", "bit", "bits"]
+__all__ = [
+    "MASK_PLANES",
+    "KERNEL_SOURCE_EXCLUDE",
+    "FILL_BEFORE_FILTERING",
+    "PRESERVE_TEMPLATE",
+    "RENAME_TEMPLATE",
+    "DETECTION_EXCLUDE",
+    "bit",
+    "bits",
+]
 
 #: afw's default plane numbers.
 MASK_PLANES = {
@@ -30,6 +39,22 @@ MASK_PLANES = {
     "INJECTED_CORE_TEMPLATE": 15,
     "STREAK": 16,
 }
+
+# Named plane groups: the one home of each default list (configs take their defaults from here).
+
+#: A source touching these planes is no kernel source (ip_diffim's ``excludeMaskPlanes``, plus
+#: ``SAT_TEMPLATE``: ip_diffim renames the template's ``SAT`` before selecting sources, so its
+#: check never sees saturated template stars).
+KERNEL_SOURCE_EXCLUDE = ("NO_DATA", "BAD", "SAT", "EDGE", "FAKE", "HIGH_VARIANCE", "SAT_TEMPLATE")
+#: Filled with the median before a filter runs over the image: preconvolution, decorrelation
+#: (ip_diffim's ``badMaskPlanes``).
+FILL_BEFORE_FILTERING = ("NO_DATA", "BAD", "SAT", "EDGE")
+#: Template planes kept in the difference (``preserveTemplateMask``).
+PRESERVE_TEMPLATE = ("NO_DATA", "BAD", "HIGH_VARIANCE")
+#: Template planes copied to ``<NAME>_TEMPLATE`` (``renameTemplateMask``).
+RENAME_TEMPLATE = ("SAT", "INJECTED", "INJECTED_CORE")
+#: Pixels the built-in detector ignores.
+DETECTION_EXCLUDE = ("NO_DATA", "BAD", "EDGE")
 
 
 def bit(name):

@@ -19,17 +19,13 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from .convolve import MaskedImage, apply_kernel
-from .masks import bits
+from .masks import FILL_BEFORE_FILTERING, bits
 
 __all__ = [
-    "BAD_MASK_PLANES",
     "preconvolution_kernel",
     "fill_masked",
     "preconvolve",
 ]
-
-#: Planes filled with the median before preconvolving (ip_diffim ``badMaskPlanes``).
-BAD_MASK_PLANES = ("NO_DATA", "BAD", "SAT", "EDGE")
 
 
 def preconvolution_kernel(psf_image):
@@ -62,7 +58,7 @@ def fill_masked(image, mask, bad_bits):
 
 
 @functools.partial(jax.jit, static_argnames=("bad_planes", "preserve_bits"))
-def preconvolve(science, kernel, bad_planes=BAD_MASK_PLANES, preserve_bits=0):
+def preconvolve(science, kernel, bad_planes=FILL_BEFORE_FILTERING, preserve_bits=0):
     """Filter the science image with its unit-sum PSF (the matched filter).
 
     Parameters

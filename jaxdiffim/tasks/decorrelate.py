@@ -6,8 +6,10 @@ Task form of :func:`jaxdiffim.decorrelate` / :func:`jaxdiffim.decorrelate_spatia
 
 import numpy as np
 
-from ..core.decorrelation import decorrelate, decorrelate_spatially, fill_bad_pixels, mean_variance
-from ..core.masks import bits
+from ..algorithms.config import SubtractionConfig
+from ..algorithms.decorrelate import decorrelate_difference
+from ..core.decorrelation import DECORRELATION_IGNORE_PLANES
+from ..core.masks import FILL_BEFORE_FILTERING, bits
 from ..errors import InvalidInputError
 from .base import Struct, Task
 from .pex_config import Config, Field, ListField
@@ -27,20 +29,22 @@ class DecorrelateALKernelConfig(Config):
     ignoreMaskPlanes = ListField(
         "Planes left out of the mean variances.",
         str,
-        ["INTRP", "EDGE", "DETECTED", "SAT", "CR", "BAD", "NO_DATA", "DETECTED_NEGATIVE"],
+        list(DECORRELATION_IGNORE_PLANES),
     )
     completeVarPlanePropagation = Field(
-        "Propagate the variance planes through the filter (else Σφ² weights).", bool, False
+        "Propagate the variance planes through the filter (else Σφ² weights).",
+        bool,
+        SubtractionConfig().complete_var_plane_propagation,
     )
     badMaskPlanes = ListField(
         "Planes whose pixels are set to the median before filtering (jaxdiffim addition).",
         str,
-        ["NO_DATA", "BAD", "SAT", "EDGE"],
+        list(FILL_BEFORE_FILTERING),
     )
     nodesPerAxis = Field(
         "Filter nodes per axis for spatially varying decorrelation (jaxdiffim addition).",
         int,
-        4,
+        SubtractionConfig().decorrelation_nodes,
         lambda v: v >= 1,
     )
 
@@ -80,27 +84,16 @@ class DecorrelateALKernelTask(Task):
         ignore = tuple(self.config.ignoreMaskPlanes)
         bits(ignore)  # unknown plane names fail here, with the list of known planes
         s_mi, t_mi = science.maskedImage, template[science.getBBox()].maskedImage
-        s2 = {
-            "science": float(svar)
-            if svar is not None
-            else float(mean_variance(s_mi.variance, s_mi.mask, ignore)),
-            "template": float(tvar)
-            if tvar is not None
-            else float(mean_variance(t_mi.variance, t_mi.mask, ignore)),
-        }
+        s_var = None if svar is None else float(svar)
+        t_var = None if tvar is None else float(tvar)
         if templateMatched:
-            unconvolved, convolved = s_mi, t_mi
-            s2_u, s2_c, scale = s2["science"], s2["template"], 1.0
+            unconvolved, convolved, scale = s_mi, t_mi, 1.0
+            names, sigma2 = ("science", "template"), (s_var, t_var)
         else:
             unconvolved, convolved = t_mi, s_mi
-            s2_u, s2_c = s2["template"], s2["science"]
+            names, sigma2 = ("template", "science"), (t_var, s_var)
             ksum = self._kernel_array(psfMatchingKernel, xcen, ycen).sum()
             scale = 1.0 / ksum**2
-        for name, value in (("unconvolved", s2_u), ("convolved", s2_c)):
-            if not (np.isfinite(value) and value > 0):
-                raise InvalidInputError(
-                    f"The {name} image has no usable positive variance (clipped mean {value})."
-                )
         pre = None
         if preConvMode or preConvKernel is not None:
             if preConvKernel is None:
@@ -112,23 +105,29 @@ class DecorrelateALKernelTask(Task):
                 np.float32,
             )
             pre = pre / pre.sum()
-        d_mi = fill_bad_pixels(diff.maskedImage, tuple(self.config.badMaskPlanes))
-        common = (unconvolved.variance, convolved.variance, s2_u, s2_c, pre, scale)
-        complete = self.config.completeVarPlanePropagation
+        spatial = None
         if spatiallyVarying:
             if not hasattr(psfMatchingKernel, "solution"):
                 raise InvalidInputError("spatiallyVarying needs a MatchingKernel, not an image.")
-            out = decorrelate_spatially(
-                d_mi,
+            spatial = (
                 psfMatchingKernel.solution,
-                *common,
-                config=psfMatchingKernel.config,
-                n_nodes=self.config.nodesPerAxis,
-                complete=complete,
+                psfMatchingKernel.config,
+                self.config.nodesPerAxis,
             )
-        else:
-            kernel = self._kernel_array(psfMatchingKernel, xcen, ycen).astype(np.float32)
-            out = decorrelate(d_mi, kernel, *common, complete=complete)
+        out = decorrelate_difference(
+            diff.maskedImage,
+            None if spatial else self._kernel_array(psfMatchingKernel, xcen, ycen),
+            unconvolved,
+            convolved,
+            names=names,
+            sigma2=sigma2,
+            scale=scale,
+            preconvolution=pre,
+            bad_planes=tuple(self.config.badMaskPlanes),
+            ignore_planes=ignore,
+            complete=self.config.completeVarPlanePropagation,
+            spatial=spatial,
+        )
         corrected = diff.clone()
         corrected.image.array = np.asarray(out.image, np.float32)
         corrected.variance.array = np.asarray(out.variance, np.float32)

@@ -1,6 +1,7 @@
 """Kernel-fit configs with ip_diffim's names (``PsfMatchConfigAL``/``DF``, ``MakeKernelConfig``).
 
-They translate to the core's frozen :class:`jaxdiffim.KernelFitConfig` (:func:`kernel_fit_config`).
+They translate to the core's :class:`~jaxdiffim.core.config.KernelFitConfig` through the one
+table of :mod:`jaxdiffim.tasks.config_map` (:func:`kernel_fit_config`, :func:`basis_for`).
 Defaults are ip_diffim's ``PsfMatchConfig`` defaults; the subtraction tasks override the
 spatial orders and ``fitForBackground`` in their ``setDefaults``, as ip_diffim does.
 Fields ip_diffim declares but does not use (``useBicForKernelBasis``, ...), PCA of the
@@ -8,9 +9,9 @@ delta-function kernels (not implemented) and ``badMaskPlanes`` (stamps with mask
 left out by the kernel-source selection instead) are left out.
 """
 
-from ..core.basis import alard_lupton_sigmas
-from ..core.config import KernelFitConfig
+from ..algorithms.kernel_sources import kernel_setup
 from .base import Task
+from .config_map import kernel_core_config
 from .pex_config import ChoiceField, Config, ConfigChoiceField, Field, ListField
 
 __all__ = [
@@ -124,42 +125,14 @@ class MakeKernelTask(Task):
     _DefaultName = "makeKernel"
 
 
+def _basis(config):
+    return "DF" if isinstance(config, PsfMatchConfigDF) else "AL"
+
+
 def kernel_fit_config(config):
-    """The core's :class:`KernelFitConfig` for a ``PsfMatchConfigAL``/``DF``."""
-    common = dict(
-        kernel_size=config.kernelSize,
-        spatial_kernel_order=config.spatialKernelOrder,
-        spatial_bg_order=config.spatialBgOrder,
-        fit_for_background=config.fitForBackground,
-        spatial_model_type=config.spatialModelType,
-        constant_variance_weighting=config.constantVarianceWeighting,
-        single_kernel_clipping=config.singleKernelClipping,
-        kernel_sum_clipping=config.kernelSumClipping,
-        spatial_kernel_clipping=config.spatialKernelClipping,
-        candidate_residual_mean_max=config.candidateResidualMeanMax,
-        candidate_residual_std_max=config.candidateResidualStdMax,
-        max_ksum_sigma=config.maxKsumSigma,
-        max_spatial_iterations=config.maxSpatialIterations,
-        n_star_per_cell=config.nStarPerCell,
-        size_cell_x=config.sizeCellX,
-        size_cell_y=config.sizeCellY,
-    )
-    if isinstance(config, PsfMatchConfigDF):
-        return KernelFitConfig(
-            kernel_basis="delta-function",
-            use_regularization=config.useRegularization,
-            regularization_type=config.regularizationType,
-            central_regularization_stencil=config.centralRegularizationStencil,
-            forward_regularization_orders=tuple(config.forwardRegularizationOrders),
-            regularization_border_penalty=config.regularizationBorderPenalty,
-            lambda_type=config.lambdaType,
-            lambda_value=config.lambdaValue,
-            lambda_scaling=config.lambdaScaling,
-            **common,
-        )
-    return KernelFitConfig(
-        kernel_basis="alard-lupton", degrees=tuple(config.alardDegGauss), **common
-    )
+    """The core's :class:`~jaxdiffim.core.config.KernelFitConfig` for a ``PsfMatchConfigAL``/``DF``
+    (through :data:`~jaxdiffim.tasks.config_map.FIELD_MAP`)."""
+    return kernel_core_config(config, _basis(config)).kernel
 
 
 def basis_for(config, convolved_fwhm, reference_fwhm):
@@ -167,28 +140,14 @@ def basis_for(config, convolved_fwhm, reference_fwhm):
 
     Parameters
     ----------
-    config : PsfMatchConfigAL
+    config : PsfMatchConfigAL or PsfMatchConfigDF
     convolved_fwhm, reference_fwhm : float
         FWHMs in pixels of the image that is convolved and of the one it is matched to.
 
     Returns
     -------
-    sigmas : tuple of float
+    sigmas : numpy.ndarray
     KernelFitConfig
         With the kernel size of the width rule (``scaleByFwhm``) or of the config.
     """
-    sigmas, size = alard_lupton_sigmas(
-        convolved_fwhm,
-        reference_fwhm,
-        n_gauss=config.alardNGauss,
-        sig_gauss=tuple(config.alardSigGauss),
-        gauss_beta=config.alardGaussBeta,
-        min_sig=config.alardMinSig,
-        min_sig_deconv=config.alardMinSigDeconv,
-        kernel_size=config.kernelSize,
-        kernel_size_fwhm_scaling=config.kernelSizeFwhmScaling,
-        kernel_size_min=config.kernelSizeMin,
-        kernel_size_max=config.kernelSizeMax,
-        scale_by_fwhm=config.scaleByFwhm,
-    )
-    return sigmas, kernel_fit_config(config).replace(kernel_size=int(size))
+    return kernel_setup(kernel_core_config(config, _basis(config)), convolved_fwhm, reference_fwhm)

@@ -17,19 +17,17 @@ here (``raiseOnBadSubtractionRatio``).
 import numpy as np
 from astropy.table import Table
 
-from ..algorithms.alard_lupton import (
-    SubtractionConfig,
-    alard_lupton_preconvolve_subtract,
-    alard_lupton_subtract,
-)
+from ..algorithms.alard_lupton import alard_lupton_preconvolve_subtract, alard_lupton_subtract
+from ..algorithms.config import SubtractionConfig
 from ..errors import InsufficientKernelSourcesError, InvalidInputError
 from ..image.catalog import source_columns
 from ..image.exposure import Exposure
 from .base import Struct, Task
+from .config_map import apply_to_task, core_config
 from .decorrelate import DecorrelateALKernelTask
 from .models import BackgroundModel, MatchingKernel
 from .pex_config import ChoiceField, Config, Field, ListField
-from .psf_match import MakeKernelTask, kernel_fit_config
+from .psf_match import MakeKernelTask
 
 __all__ = [
     "AlardLuptonSubtractConfig",
@@ -39,8 +37,13 @@ __all__ = [
 ]
 
 
+#: The core defaults, the one source of every default below.
+_D = SubtractionConfig()
+
+
 class AlardLuptonSubtractConfig(Config):
-    """ip_diffim's ``AlardLuptonSubtractConfig`` (names and defaults)."""
+    """ip_diffim's ``AlardLuptonSubtractConfig`` (names; defaults from :class:`SubtractionConfig`
+    through :data:`~jaxdiffim.tasks.config_map.FIELD_MAP`)."""
 
     mode = ChoiceField(
         "Which image to convolve.",
@@ -50,54 +53,68 @@ class AlardLuptonSubtractConfig(Config):
             "convolveTemplate": "convolve the template",
             "convolveScience": "convolve the science image",
         },
-        "convolveTemplate",
+        _D.mode,
     )
     makeKernel = MakeKernelTask.makeField("Kernel configuration (basis, spatial model).")
-    doDecorrelation = Field("Decorrelate the difference image.", bool, True)
+    doDecorrelation = Field("Decorrelate the difference image.", bool, _D.do_decorrelation)
     decorrelate = DecorrelateALKernelTask.makeField("Decorrelation.")
     spatiallyVaryingDecorrelation = Field(
-        "Decorrelate with the spatially varying kernel (jaxdiffim addition).", bool, False
+        "Decorrelate with the spatially varying kernel (jaxdiffim addition).",
+        bool,
+        _D.spatially_varying_decorrelation,
     )
-    requiredTemplateFraction = Field("Minimum template coverage.", float, 0.1)
+    requiredTemplateFraction = Field(
+        "Minimum template coverage.", float, _D.required_template_fraction
+    )
     minTemplateFractionForExpectedSuccess = Field(
-        "Below this coverage a failed fit becomes NoWorkFound.", float, 0.2
+        "Below this coverage a failed fit becomes NoWorkFound.",
+        float,
+        _D.min_template_fraction_for_expected_success,
     )
-    doScaleVariance = Field("Rescale the variance planes (ScaleVariance).", bool, True)
-    doSubtractBackground = Field("Subtract the fitted background.", bool, False)
-    detectionThreshold = Field("Minimum S/N of kernel sources.", float, 10.0)
-    detectionThresholdMax = Field("Maximum S/N of kernel sources.", float, 500.0)
-    maxKernelSources = Field("At most this many kernel sources (by S/N; <=0: all).", int, 1000)
-    minKernelSources = Field("At least this many kernel sources.", int, 3)
-    restrictKernelEdgeSources = Field("Drop sources within a kernel of the edge.", bool, True)
+    doScaleVariance = Field(
+        "Rescale the variance planes (ScaleVariance).", bool, _D.do_scale_variance
+    )
+    doSubtractBackground = Field("Subtract the fitted background.", bool, _D.do_subtract_background)
+    detectionThreshold = Field("Minimum S/N of kernel sources.", float, _D.detection_threshold)
+    detectionThresholdMax = Field(
+        "Maximum S/N of kernel sources.", float, _D.detection_threshold_max
+    )
+    maxKernelSources = Field(
+        "At most this many kernel sources (by S/N; <=0: all).", int, _D.max_kernel_sources
+    )
+    minKernelSources = Field("At least this many kernel sources.", int, _D.min_kernel_sources)
+    restrictKernelEdgeSources = Field(
+        "Drop sources within a kernel of the edge.", bool, _D.restrict_kernel_edge_sources
+    )
     allowKernelSourceDetection = Field(
         "Detect kernel sources when the catalogue gives too few.", bool, False
     )
     excludeMaskPlanes = ListField(
-        "Planes that disqualify a kernel source.",
-        str,
-        ["NO_DATA", "BAD", "SAT", "EDGE", "FAKE", "HIGH_VARIANCE", "SAT_TEMPLATE"],
+        "Planes that disqualify a kernel source.", str, list(_D.exclude_mask_planes)
     )
     badMaskPlanes = ListField(
         "Planes filled with the median before preconvolution and before decorrelation.",
         str,
-        ["NO_DATA", "BAD", "SAT", "EDGE"],
+        list(_D.bad_mask_planes),
     )
-    preserveTemplateMask = ListField(
-        "Template planes kept.", str, ["NO_DATA", "BAD", "HIGH_VARIANCE"]
-    )
+    preserveTemplateMask = ListField("Template planes kept.", str, list(_D.preserve_template_mask))
     renameTemplateMask = ListField(
-        "Template planes copied to <NAME>_TEMPLATE.", str, ["SAT", "INJECTED", "INJECTED_CORE"]
+        "Template planes copied to <NAME>_TEMPLATE.", str, list(_D.rename_template_mask)
     )
-    raiseOnBadSubtractionRatio = Field("Raise BadSubtractionError on bad QA.", bool, True)
-    badSubtractionRatioThreshold = Field("Limit on the mean footprint ratio.", float, 0.2)
-    badSubtractionVariationThreshold = Field("Limit on its standard deviation.", float, 0.4)
+    raiseOnBadSubtractionRatio = Field(
+        "Raise BadSubtractionError on bad QA.", bool, _D.raise_on_bad_subtraction_ratio
+    )
+    badSubtractionRatioThreshold = Field(
+        "Limit on the mean footprint ratio.", float, _D.bad_subtraction_ratio_threshold
+    )
+    badSubtractionVariationThreshold = Field(
+        "Limit on its standard deviation.", float, _D.bad_subtraction_variation_threshold
+    )
 
     def setDefaults(self):  # noqa: N802
-        for name in ("AL", "DF"):
-            kernel = self.makeKernel.kernel[name]
-            kernel.spatialKernelOrder = 1
-            kernel.spatialBgOrder = 2
-            kernel.fitForBackground = True
+        # ip_diffim's subtraction overrides the PsfMatchConfig defaults of both kernel bases
+        # (spatial orders, fitted background); here every mapped field takes the core default.
+        apply_to_task(_D, self)
 
     def validate(self):
         super().validate()
@@ -109,45 +126,6 @@ class AlardLuptonSubtractConfig(Config):
 
 class AlardLuptonPreconvolveSubtractConfig(AlardLuptonSubtractConfig):
     """Same fields; ``mode`` is ignored (the template is always convolved)."""
-
-
-def core_config(config, mode=None):
-    """The core's :class:`SubtractionConfig` for a Task config."""
-    kernel = config.makeKernel.kernel.active
-    return SubtractionConfig(
-        mode=mode or config.mode,
-        kernel=kernel_fit_config(kernel),
-        scale_by_fwhm=kernel.scaleByFwhm,
-        alard_sig_gauss=tuple(getattr(kernel, "alardSigGauss", (0.7, 1.5, 3.0))),
-        alard_gauss_beta=getattr(kernel, "alardGaussBeta", 2.0),
-        alard_min_sig=getattr(kernel, "alardMinSig", 0.7),
-        alard_min_sig_deconv=getattr(kernel, "alardMinSigDeconv", 0.4),
-        kernel_size_fwhm_scaling=kernel.kernelSizeFwhmScaling,
-        kernel_size_min=kernel.kernelSizeMin,
-        kernel_size_max=kernel.kernelSizeMax,
-        do_decorrelation=config.doDecorrelation,
-        complete_var_plane_propagation=config.decorrelate.completeVarPlanePropagation,
-        spatially_varying_decorrelation=config.spatiallyVaryingDecorrelation,
-        decorrelation_nodes=config.decorrelate.nodesPerAxis,
-        do_scale_variance=config.doScaleVariance,
-        do_subtract_background=config.doSubtractBackground,
-        required_template_fraction=config.requiredTemplateFraction,
-        min_template_fraction_for_expected_success=config.minTemplateFractionForExpectedSuccess,
-        max_kernel_sources=config.maxKernelSources,
-        min_kernel_sources=config.minKernelSources,
-        restrict_kernel_edge_sources=config.restrictKernelEdgeSources,
-        exclude_mask_planes=tuple(config.excludeMaskPlanes),
-        detection_threshold=config.detectionThreshold,
-        detection_threshold_max=config.detectionThresholdMax,
-        bad_mask_planes=tuple(config.badMaskPlanes),
-        preserve_template_mask=tuple(config.preserveTemplateMask),
-        rename_template_mask=tuple(config.renameTemplateMask),
-        fwhm_exposure_grid=config.makeKernel.fwhmExposureGrid,
-        fwhm_exposure_buffer=config.makeKernel.fwhmExposureBuffer,
-        raise_on_bad_subtraction_ratio=config.raiseOnBadSubtractionRatio,
-        bad_subtraction_ratio_threshold=config.badSubtractionRatioThreshold,
-        bad_subtraction_variation_threshold=config.badSubtractionVariationThreshold,
-    )
 
 
 def _validate_exposures(template, science):
@@ -278,10 +256,12 @@ class AlardLuptonSubtractTask(Task):
         self.metadata["mode"] = result.mode
         xy0 = science.getXY0()
         kernel = MatchingKernel(result.solution, result.kernel_config, xy0)
-        kappa = float(result.solution.kernel_sum)
-        scale = 1.0 if result.mode == "convolveTemplate" else -1.0 / (kappa if kappa else 1.0)
         background = BackgroundModel(
-            result.solution, result.kernel_config, science.image.array.shape, xy0, scale
+            result.solution,
+            result.kernel_config,
+            science.image.array.shape,
+            xy0,
+            result.background_scale,
         )
         ks = result.kernel_sources
         sources = Table(

@@ -1,0 +1,127 @@
+"""Kernel set-up and kernel sources: ip_diffim's width rule and source selection (or detection).
+
+Port of the parts of ``AlardLuptonSubtractTask`` that choose the basis widths and kernel size
+(``makeKernelBasisList`` with ``scaleByFwhm``) and the kernel sources
+(``_sourceSelector``); without a catalogue the built-in detector
+(:func:`jaxdiffim.algorithms.detection.detect_sources`) finds them on the science image.
+"""
+
+import logging
+
+import numpy as np
+
+from ..core.basis import alard_lupton_sigmas
+from ..core.masks import MASK_PLANES, bits
+from .detection import detect_sources
+from .prepare import catalogue_columns
+from .psf_shape import evaluate_psf
+from .sources import select_kernel_sources
+
+__all__ = ["kernel_setup", "kernel_sources", "unsmeared_bits"]
+
+log = logging.getLogger(__name__)
+
+
+def kernel_setup(config, convolved_fwhm, reference_fwhm):
+    """ip_diffim's width rule: Alard-Lupton widths (pixels) and the fit config with its size.
+
+    Parameters
+    ----------
+    config : SubtractionConfig
+    convolved_fwhm, reference_fwhm : float
+        FWHMs in pixels of the image that is convolved and of the one it is matched to.
+
+    Returns
+    -------
+    sigmas : numpy.ndarray, shape (n_gauss,)
+    KernelFitConfig
+    """
+    sigmas, size = alard_lupton_sigmas(
+        convolved_fwhm,
+        reference_fwhm,
+        n_gauss=len(config.alard_sig_gauss),
+        sig_gauss=config.alard_sig_gauss,
+        gauss_beta=config.alard_gauss_beta,
+        min_sig=config.alard_min_sig,
+        min_sig_deconv=config.alard_min_sig_deconv,
+        kernel_size=config.kernel.kernel_size,
+        kernel_size_fwhm_scaling=config.kernel_size_fwhm_scaling,
+        kernel_size_min=config.kernel_size_min,
+        kernel_size_max=config.kernel_size_max,
+        scale_by_fwhm=config.scale_by_fwhm,
+    )
+    return np.asarray(sigmas, float), config.kernel.replace(kernel_size=int(size))
+
+
+def kernel_sources(sources, prep, science_psf, kernel_size, config, extra_edge=0):
+    """Select kernel sources from ``sources``, or detect them on the science image.
+
+    Without an ``isolated`` column a source counts as isolated when no other catalogue source
+    lies within two science FWHMs (a blend); neighbours further away sit in both images' stamps
+    and are fitted like the source itself. Besides the selection, the result holds every input
+    position on the image (``qa_x``, ``qa_y``): ip_diffim measures the footprint ratio on all
+    of them.
+
+    Returns
+    -------
+    dict
+        ``x``, ``y``, ``index``, ``rating`` of the chosen sources; ``qa_x``, ``qa_y``.
+    """
+    science, template = prep.science, prep.template
+    mask = np.asarray(science.mask) | np.asarray(template.mask)
+    if sources is None:
+        h, w = science.image.shape
+        psf = evaluate_psf(science_psf, (w - 1) / 2.0, (h - 1) / 2.0)
+        found = detect_sources(
+            science.image,
+            science.variance,
+            science.mask,
+            np.asarray(psf),
+            threshold=config.detection_threshold,
+        )
+        x, y, snr, rating = found.x, found.y, found.snr, found.flux
+        flags = isolated = None
+        log.info("Detected %d candidate kernel sources on the science image.", x.size)
+    else:
+        x, y, snr, rating, flags, isolated = catalogue_columns(sources)
+    selection = select_kernel_sources(
+        x,
+        y,
+        shape=science.image.shape,
+        mask=mask,
+        kernel_size=kernel_size,
+        snr=snr,
+        flags=flags,
+        isolated=isolated,
+        min_snr=config.detection_threshold,
+        max_snr=config.detection_threshold_max,
+        restrict_edge=config.restrict_kernel_edge_sources,
+        extra_edge=extra_edge,
+        isolation_radius=2.0 * prep.science_size.fwhm,
+        exclude_planes=config.exclude_mask_planes,
+        max_sources=config.max_kernel_sources,
+        min_sources=config.min_kernel_sources,
+    )
+    idx = selection.indices
+    rating = None if rating is None else np.asarray(rating, float)[idx]
+    h, w = science.image.shape
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    on_image = np.isfinite(x) & np.isfinite(y) & (x > -0.5) & (x < w - 0.5)
+    on_image &= (y > -0.5) & (y < h - 0.5)
+    return {
+        "x": x[idx],
+        "y": y[idx],
+        "index": idx,
+        "rating": rating,
+        "qa_x": x[on_image],
+        "qa_y": y[on_image],
+    }
+
+
+def unsmeared_bits(config, template=True):
+    """Planes copied through a convolution unsmeared: labels (injections, renamed template
+    planes) always, and the preserved template planes when the template is convolved."""
+    labels = [name + "_TEMPLATE" for name in config.rename_template_mask]
+    labels += ["INJECTED", "INJECTED_CORE", "INJECTED_TEMPLATE"]
+    out = bits(n for n in labels if n in MASK_PLANES)
+    return out | bits(config.preserve_template_mask) if template else out

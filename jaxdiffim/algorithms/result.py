@@ -1,0 +1,124 @@
+"""The result of the subtraction, its metrics and the QA step.
+
+:class:`SubtractionResult` holds ip_diffim's ``Struct`` fields on arrays; :func:`finalize_result`
+flags non-finite difference pixels ``NO_DATA``, measures the footprint residual ratio on every
+input source (ip_diffim's ``computeDifferenceImageMetrics``) and applies the QA policy.
+"""
+
+import logging
+import time
+from typing import NamedTuple
+
+import numpy as np
+
+from ..core.basis import FWHM_PER_SIGMA
+from ..core.config import KernelFitConfig
+from ..core.convolve import MaskedImage
+from ..core.masks import bit
+from ..errors import BadSubtractionError
+from .quality import check_subtraction_quality, footprint_residual_ratio
+
+__all__ = ["SubtractionResult", "finalize_result", "solution_metrics", "sources_out"]
+
+log = logging.getLogger(__name__)
+
+
+class SubtractionResult(NamedTuple):
+    """Outputs of :func:`~jaxdiffim.algorithms.alard_lupton.alard_lupton_subtract` (ip_diffim's
+    ``Struct`` fields).
+
+    Attributes
+    ----------
+    difference : MaskedImage
+        The (decorrelated) difference, or the score image for the preconvolution variant.
+    matched_template, matched_science : MaskedImage
+        The two images that were subtracted (one of them convolved).
+    background : numpy.ndarray, shape (H, W)
+        The fitted differential background model on the science grid, with ip_diffim's sign
+        (``background_scale`` times the fitted model, so that
+        ``difference = matched_science - matched_template - background`` before decorrelation
+        when ``do_subtract_background``).
+    background_scale : float
+        1 in convolveTemplate mode, ``-1/κ`` in convolveScience mode.
+    solution : KernelSolution
+        The spatially varying kernel (:func:`jaxdiffim.core.subtract.kernel_image` evaluates it).
+    kernel_config : KernelFitConfig
+        The fit configuration actually used (kernel size from the PSFs).
+    mode : str
+        ``"convolveTemplate"`` or ``"convolveScience"`` (``auto`` resolved).
+    kernel_sources : dict
+        ``x``, ``y`` and ``index`` (rows of the input catalogue, or of the detections) of the
+        sources given to the fit, and ``used`` (which entered the final spatial fit).
+    metrics : dict
+        ip_diffim's metadata: coverage, variance factors, PSF sizes, limiting magnitudes, kernel
+        sum, condition number, footprint residual ratio, timings.
+    """
+
+    difference: MaskedImage
+    matched_template: MaskedImage
+    matched_science: MaskedImage
+    background: np.ndarray
+    background_scale: float
+    solution: object
+    kernel_config: KernelFitConfig
+    mode: str
+    kernel_sources: dict
+    metrics: dict
+
+
+def _finish(diff, metrics, positions, reference, radius, t_start):
+    """Flag non-finite pixels, QA against ``reference`` (same filtering as ``diff``), timings."""
+    image = np.asarray(diff.image)
+    mask = np.asarray(diff.mask)
+    mask = np.where(np.isfinite(image), mask, mask | bit("NO_DATA")).astype(np.int32)
+    diff = MaskedImage(image, np.asarray(diff.variance), mask)
+    ratio = footprint_residual_ratio(diff.image, reference.image, mask, *positions, radius)
+    metrics["differenceFootprintRatioMean"] = ratio.mean
+    metrics["differenceFootprintRatioStdev"] = ratio.std
+    if not np.isfinite(ratio.mean):
+        log.warning("No source has a usable footprint; the residual ratio is undefined.")
+    metrics["timings"]["total"] = time.perf_counter() - t_start
+    return diff, ratio
+
+
+def solution_metrics(metrics, solution, chosen):
+    metrics["nPsfSources"] = int(len(chosen["x"]))
+    metrics["nKernelSourcesUsed"] = int(np.count_nonzero(np.asarray(solution.used)))
+    metrics["spatialKernelSum"] = float(solution.kernel_sum)
+    metrics["spatialConditionNum"] = float(solution.condition_number)
+    metrics["backgroundParameters"] = [
+        float(v) for v in np.asarray(solution.background_coefficients)
+    ]
+
+
+def sources_out(chosen, solution):
+    n = len(chosen["x"])
+    return {
+        "x": np.asarray(chosen["x"]),
+        "y": np.asarray(chosen["y"]),
+        "index": np.asarray(chosen["index"]),
+        "used": np.asarray(solution.used)[:n],
+    }
+
+
+def finalize_result(result, reference, chosen, prep, config, t0):
+    """Finish the result; a QA exception carries the finished result in its ``result``.
+
+    The footprint ratio is measured on every input source (``chosen["qa_x"/"qa_y"]``), in
+    circles of radius 5 σ of the science PSF, against ``reference``.
+    """
+    radius = 5.0 * prep.science_size.fwhm / FWHM_PER_SIGMA
+    positions = (chosen["qa_x"], chosen["qa_y"])
+    diff, ratio = _finish(result.difference, result.metrics, positions, reference, radius, t0)
+    result = result._replace(difference=diff)
+    if config.raise_on_bad_subtraction_ratio:
+        try:
+            check_subtraction_quality(
+                ratio,
+                config.bad_subtraction_ratio_threshold,
+                config.bad_subtraction_variation_threshold,
+            )
+        except BadSubtractionError as err:
+            err.result = result
+            raise
+    return result
