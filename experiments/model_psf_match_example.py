@@ -22,7 +22,7 @@ from jaxdiffim.algorithms.psf_shape import psf_fwhm
 from jaxdiffim.errors import InputFileError
 from jaxdiffim.image import Exposure, GaussianPsf
 from jaxdiffim.io import read_exposure
-from jaxdiffim.io.figures import kernel_grid, mosaic, stretch, write_png
+from jaxdiffim.io.figures import image_figure, kernel_figure, save_png
 from jaxdiffim.tasks import ModelPsfMatchTask
 
 
@@ -70,17 +70,21 @@ def _read(path, what):
 
 def _debug_pngs(outdir, template, science, result):
     os.makedirs(outdir, exist_ok=True)
-    panels = {
-        "template.png": stretch(template.image.array, contrast=0.05),
-        "science.png": stretch(science.image.array, contrast=0.05),
-        "matched_science.png": stretch(result.psfMatchedExposure.image.array, contrast=0.05),
+    matched = result.psfMatchedExposure
+    figures = {
+        name: image_figure(exp.image.array, title, xy0=exp.getXY0())
+        for name, exp, title in (
+            ("template.png", template, "Template"),
+            ("science.png", science, "Science"),
+            ("matched_science.png", matched, "Science matched to the template PSF"),
+        )
     }
-    _, _, grid = result.psfMatchingKernel.computeImageGrid(3, 3, science.getBBox())
-    panels["kernel_grid.png"] = kernel_grid(grid, scale=4)
+    xs, ys, grid = result.psfMatchingKernel.computeImageGrid(3, 3, science.getBBox())
+    figures["kernel_grid.png"] = kernel_figure(grid, xs, ys, "PSF-matching kernel")
     paths = []
-    for name, image in panels.items():
+    for name, figure in figures.items():
         path = os.path.join(outdir, name)
-        write_png(path, mosaic([image]), overwrite=True)
+        save_png(figure, path, overwrite=True)
         paths.append(path)
     return paths
 

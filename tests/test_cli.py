@@ -11,10 +11,8 @@ from astropy.io import fits
 from utils import decam_path
 
 from jaxdiffim.algorithms.psf_estimate import estimate_psf
-from jaxdiffim.cli import subtract as file_subtraction
 from jaxdiffim.cli.demo import run_demo
 from jaxdiffim.cli.main import main
-from jaxdiffim.errors import SingularSystemError
 from jaxdiffim.image import ImagePsf
 from jaxdiffim.io import read_exposure
 from jaxdiffim.testing.synthetic import gaussian_stamp
@@ -128,46 +126,6 @@ def test_pairs_skip_failures(tmp_path, capsys):
     ]
     diff = read_exposure(outdir / written[0])
     assert np.isfinite(diff.image.array).all()
-
-
-def test_singular_spatial_fit_is_refitted_constant(monkeypatch):
-    """Without explicit orders, a singular spatial fit is retried as a constant kernel."""
-    calls = []
-
-    class FakeConfig:
-        def __init__(self):
-            self.mode = None
-            self.doDecorrelation = None
-            active = type("K", (), {"spatialKernelOrder": 1, "spatialBgOrder": 2})()
-            self.makeKernel = type("M", (), {})()
-            self.makeKernel.kernel = type("C", (), {"name": "AL", "active": active})()
-
-    class FakeTask:
-        ConfigClass = FakeConfig
-
-        def __init__(self, config):
-            self.orders = (
-                config.makeKernel.kernel.active.spatialKernelOrder,
-                config.makeKernel.kernel.active.spatialBgOrder,
-            )
-
-        def run(self, *args):
-            calls.append(self.orders)
-            if self.orders != (0, 0):
-                raise SingularSystemError("singular")
-            return "result"
-
-    big = type("E", (), {"image": type("I", (), {"array": np.zeros((600, 600))})()})()
-    opts = file_subtraction.SubtractOptions()
-    task, result, orders, fallback = file_subtraction._run(FakeTask, opts, big, big, None)
-    assert (result, orders, fallback) == ("result", (0, 0), True)
-    assert calls == [(1, 2), (0, 0)]
-    calls.clear()
-    with pytest.raises(SingularSystemError):  # explicit orders are never changed
-        file_subtraction._run(
-            FakeTask, file_subtraction.SubtractOptions(spatial_kernel_order=1), big, big, None
-        )
-    assert calls == [(1, 2)]
 
 
 def test_demo_writes_everything(tmp_path):

@@ -1,12 +1,11 @@
 """Test helpers: independent statistics (afw-style) and the ip_diffim test scenes."""
 
-import os
-
 import numpy as np
 
 from jaxdiffim import KernelFitConfig, MaskedImage, alard_lupton_sigmas, make_candidates
 from jaxdiffim.core.basis import FWHM_PER_SIGMA
 from jaxdiffim.core.masks import bit
+from jaxdiffim.testing import decam_file
 from jaxdiffim.testing.synthetic import make_test_image
 
 IQ_TO_STDEV = 0.741301109252802
@@ -87,12 +86,6 @@ def good_pixels(diff, scene, extra=()):
     return ~bad & np.isfinite(np.asarray(diff.image))
 
 
-DECAM_DIR = os.path.join(os.path.dirname(__file__), "data", "decam")
-
-
 def decam_path(name):
-    """Path of the vendored DECam cut-out ``DEC-OBS<name>.mini.fits.gz`` (tests/data/decam)."""
-    path = os.path.join(DECAM_DIR, f"DEC-OBS{name}.mini.fits.gz")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"the DECam test data are missing: {path}")
-    return path
+    """Path of the DECam cut-out ``DEC-OBS<name>.mini.fits.gz`` shipped with the package."""
+    return decam_file(name)

@@ -252,7 +252,12 @@ def _fit_and_subtract(template, science, chosen, sigmas, kcfg, mode, config, met
     if lower:
         n = len(chosen["x"])
         orders = tuple(
-            _supported_order(o, n) for o in (kcfg.spatial_kernel_order, kcfg.spatial_bg_order)
+            _supported_order(o, n, per_term)
+            for o, per_term in zip(
+                (kcfg.spatial_kernel_order, kcfg.spatial_bg_order),
+                MIN_SOURCES_PER_SPATIAL_TERM,
+                strict=True,
+            )
         )
         if orders != (kcfg.spatial_kernel_order, kcfg.spatial_bg_order):
             kcfg = kcfg.replace(spatial_kernel_order=orders[0], spatial_bg_order=orders[1])
@@ -297,9 +302,9 @@ def _fit_and_subtract(template, science, chosen, sigmas, kcfg, mode, config, met
     return diff, solution, kcfg
 
 
-def _supported_order(order, n_sources):
+def _supported_order(order, n_sources, per_term):
     """The highest order up to ``order`` that ``n_sources`` kernel sources can support."""
-    while order > 0 and n_sources < MIN_SOURCES_PER_SPATIAL_TERM * n_spatial_terms(order):
+    while order > 0 and n_sources < per_term * n_spatial_terms(order):
         order -= 1
     return order
 

@@ -12,12 +12,16 @@ Policies (decided here once, applied by
 on every path, reported in the metrics):
 
 - **Spatial orders are maxima.** Each spatial order (kernel, background) is lowered until the
-  kernel sources number at least :data:`MIN_SOURCES_PER_SPATIAL_TERM` per term of its model,
+  kernel sources number at least :data:`MIN_SOURCES_PER_SPATIAL_TERM` per term of its model
+  (4 for the kernel, 2 for the background),
   and a spatial system that the kernel sources still cannot determine (``SINGULAR``) is refitted
   once with a constant kernel and background. ip_diffim fits the orders it is given and falls
   back to a pseudo-inverse, which with a handful of stars (a 256² cut-out) extrapolates wildly
   between them. Below ``min_template_fraction_for_expected_success`` coverage a failure is
   expected and the orders are kept (ip_diffim's rule).
+- **Too few kernel sources.** When fewer than ``min_kernel_sources`` pass the selection, it is
+  repeated once without ``detection_threshold_max`` and the ``restrict_kernel_edge_sources``
+  margin (:func:`jaxdiffim.algorithms.kernel_sources.kernel_sources`); ip_diffim gives up.
 - **Background.** ``do_subtract_background`` (ip_diffim's default ``False`` for sky-subtracted
   pipeline inputs; the file path defaults to ``True``: :data:`FILE_DEFAULTS`).
 - **QA failure** raises :class:`~jaxdiffim.errors.BadSubtractionError` (which carries the finished
@@ -49,8 +53,10 @@ __all__ = [
 #: Allowed values of ``SubtractionConfig.mode``.
 MODES = ("auto", "convolveTemplate", "convolveScience")
 
-#: Kernel sources needed per term of a spatial model (kernel or background) to keep its order.
-MIN_SOURCES_PER_SPATIAL_TERM = 2
+#: Kernel sources needed per spatial term to keep an order: (kernel model, background model).
+#: Each star pins a whole kernel but only one background value, and a spatially varying kernel
+#: fitted to few stars extrapolates badly (8 stars on a 256² DECam cut-out: noise 10 % high).
+MIN_SOURCES_PER_SPATIAL_TERM = (4, 2)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,12 +6,14 @@ Port of the parts of ``AlardLuptonSubtractTask`` that choose the basis widths an
 (:func:`jaxdiffim.algorithms.detection.detect_sources`) finds them on the science image.
 """
 
+import functools
 import logging
 
 import numpy as np
 
 from ..core.basis import alard_lupton_sigmas
 from ..core.masks import MASK_PLANES, bits
+from ..errors import InsufficientKernelSourcesError
 from .detection import detect_sources
 from .prepare import catalogue_columns
 from .psf_shape import evaluate_psf
@@ -53,7 +55,7 @@ def kernel_setup(config, convolved_fwhm, reference_fwhm):
     return np.asarray(sigmas, float), config.kernel.replace(kernel_size=int(size))
 
 
-def kernel_sources(sources, prep, science_psf, kernel_size, config, extra_edge=0):
+def kernel_sources(sources, prep, science_psf, kernel_size, config, extra_edge=0, relax=True):
     """Select kernel sources from ``sources``, or detect them on the science image.
 
     Without an ``isolated`` column a source counts as isolated when no other catalogue source
@@ -62,10 +64,17 @@ def kernel_sources(sources, prep, science_psf, kernel_size, config, extra_edge=0
     position on the image (``qa_x``, ``qa_y``): ip_diffim measures the footprint ratio on all
     of them.
 
+    When fewer than ``min_kernel_sources`` pass (and ``relax``), the selection is repeated
+    once without the upper S/N limit (saturated stars stay out through the mask cut) and with
+    only the stamps required inside the image (no ``restrict_kernel_edge_sources`` margin):
+    small cut-outs hold a handful of stars, and the brightest or an off-centre one makes the
+    difference between a kernel and none.
+
     Returns
     -------
     dict
-        ``x``, ``y``, ``index``, ``rating`` of the chosen sources; ``qa_x``, ``qa_y``.
+        ``x``, ``y``, ``index``, ``rating`` of the chosen sources; ``qa_x``, ``qa_y``;
+        ``relaxed`` (whether the selection was widened).
     """
     science, template = prep.science, prep.template
     mask = np.asarray(science.mask) | np.asarray(template.mask)
@@ -84,7 +93,8 @@ def kernel_sources(sources, prep, science_psf, kernel_size, config, extra_edge=0
         log.info("Detected %d candidate kernel sources on the science image.", x.size)
     else:
         x, y, snr, rating, flags, isolated = catalogue_columns(sources)
-    selection = select_kernel_sources(
+    select = functools.partial(
+        select_kernel_sources,
         x,
         y,
         shape=science.image.shape,
@@ -94,14 +104,31 @@ def kernel_sources(sources, prep, science_psf, kernel_size, config, extra_edge=0
         flags=flags,
         isolated=isolated,
         min_snr=config.detection_threshold,
-        max_snr=config.detection_threshold_max,
-        restrict_edge=config.restrict_kernel_edge_sources,
         extra_edge=extra_edge,
         isolation_radius=2.0 * prep.science_size.fwhm,
         exclude_planes=config.exclude_mask_planes,
         max_sources=config.max_kernel_sources,
         min_sources=config.min_kernel_sources,
     )
+    relaxed = False
+    try:
+        selection = select(
+            max_snr=config.detection_threshold_max,
+            restrict_edge=config.restrict_kernel_edge_sources,
+        )
+    except InsufficientKernelSourcesError as err:
+        if not relax or (
+            np.isinf(config.detection_threshold_max) and not config.restrict_kernel_edge_sources
+        ):
+            raise
+        # policy (jaxdiffim.algorithms.config): widen the window once before giving up
+        selection = select(max_snr=np.inf, restrict_edge=False)
+        relaxed = True
+        log.warning(
+            "%s Kept %d sources with no upper S/N limit and only the stamp inside the image.",
+            err,
+            len(selection.indices),
+        )
     idx = selection.indices
     rating = None if rating is None else np.asarray(rating, float)[idx]
     h, w = science.image.shape
@@ -115,6 +142,7 @@ def kernel_sources(sources, prep, science_psf, kernel_size, config, extra_edge=0
         "rating": rating,
         "qa_x": x[on_image],
         "qa_y": y[on_image],
+        "relaxed": relaxed,
     }
 
 

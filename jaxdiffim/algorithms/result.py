@@ -83,6 +83,7 @@ def _finish(diff, metrics, positions, reference, radius, t_start):
 
 def solution_metrics(metrics, solution, chosen):
     metrics["nPsfSources"] = int(len(chosen["x"]))
+    metrics["kernelSourceSelectionRelaxed"] = bool(chosen.get("relaxed", False))
     metrics["nKernelSourcesUsed"] = int(np.count_nonzero(np.asarray(solution.used)))
     metrics["spatialKernelSum"] = float(solution.kernel_sum)
     metrics["spatialConditionNum"] = float(solution.condition_number)

@@ -1,4 +1,4 @@
-"""Frozen, hashable configuration of the PSF-matching kernel fit (a static ``jit`` argument).
+"""Configuration of the PSF-matching kernel fit: static structure and traced numbers in one.
 
 Field names are the snake_case forms of ip_diffim's ``PsfMatchConfig`` / ``PsfMatchConfigAL`` /
 ``PsfMatchConfigDF`` fields (``spatialKernelOrder`` -> ``spatial_kernel_order``, ...). Defaults
@@ -6,17 +6,35 @@ are those the subtraction tasks use (``AlardLuptonSubtractBaseConfig.setDefaults
 spatial order 1, background order 2, background fitted. Everything that fixes an array shape or
 the program structure is here; the Gaussian widths are a traced argument of the fit instead, so
 they can be differentiated.
+
+:class:`KernelFitConfig` is a JAX pytree (``jax.tree_util.register_dataclass``): the fields in
+:data:`NUMBER_FIELDS` (clipping limits, regularisation strength and border penalty) are its
+leaves, traced when the config is passed to a jitted function, and every other field is static
+structure. Changing a number never recompiles, and the numbers can be differentiated or
+``vmap``-ed; changing the structure (sizes, orders, basis, loop counts) compiles anew.
 """
 
 import dataclasses
+
+import jax
 
 from ..errors import InvalidInputError
 from .basis import n_alard_lupton
 from .spatial import SPATIAL_MODEL_TYPES, n_spatial_terms
 
-__all__ = ["KernelFitConfig", "KERNEL_BASES"]
+__all__ = ["KernelFitConfig", "KERNEL_BASES", "NUMBER_FIELDS"]
 
 KERNEL_BASES = ("alard-lupton", "delta-function")
+
+#: Fields traced inside ``jit`` (the pytree leaves); all the others are static.
+NUMBER_FIELDS = (
+    "candidate_residual_mean_max",
+    "candidate_residual_std_max",
+    "max_ksum_sigma",
+    "regularization_border_penalty",
+    "lambda_value",
+    "lambda_scaling",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +136,9 @@ class KernelFitConfig:
             raise InvalidInputError("size_cell_x and size_cell_y must be >= 32 pixels.")
         if self.max_clip_rounds < 1:
             raise InvalidInputError("max_clip_rounds must be >= 1.")
+        penalty = self.regularization_border_penalty
+        if isinstance(penalty, (int, float)) and penalty < 0:
+            raise InvalidInputError(f"regularization_border_penalty must be >= 0, got {penalty}.")
         if any(d < 0 for d in self.degrees) or not self.degrees:
             raise InvalidInputError(f"degrees must be non-negative integers, got {self.degrees}.")
 
@@ -151,3 +172,12 @@ class KernelFitConfig:
     def replace(self, **changes):
         """Return a copy with ``changes`` applied (and validated)."""
         return dataclasses.replace(self, **changes)
+
+
+jax.tree_util.register_dataclass(
+    KernelFitConfig,
+    data_fields=list(NUMBER_FIELDS),
+    meta_fields=[
+        f.name for f in dataclasses.fields(KernelFitConfig) if f.name not in NUMBER_FIELDS
+    ],
+)

@@ -298,7 +298,7 @@ def _hat_weights(coord, nodes):
     return jnp.maximum(0.0, 1.0 - jnp.abs(t[None, :] - jnp.arange(n, dtype=coord.dtype)[:, None]))
 
 
-@functools.partial(jax.jit, static_argnames=("config", "n_nodes", "complete"))
+@functools.partial(jax.jit, static_argnames=("n_nodes", "complete"))
 def decorrelate_spatially(
     difference,
     solution,

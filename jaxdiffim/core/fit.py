@@ -400,7 +400,7 @@ def _select_candidates(systems, basis, single, p, q, cells, rating, layout, conf
     return active & ~rej, rej, ksum, settled, n_iter
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
+@jax.jit
 def fit_kernel_jit(
     template, science, template_variance, science_variance, candidates, sigmas, bbox, *, config
 ):
@@ -423,7 +423,7 @@ def fit_kernel_jit(
     return fit_stamps_jit(*stamps, candidates, sigmas, bbox, inside, jnp.dtype(out), config=config)
 
 
-@functools.partial(jax.jit, static_argnames=("out", "config"))
+@functools.partial(jax.jit, static_argnames=("out",))
 def fit_stamps_jit(t, s, vt, vs, candidates, sigmas, bbox, inside=True, out=None, *, config):
     """The fit from stamps already cut (the part of :func:`fit_kernel_jit` after cutting).
 
@@ -442,7 +442,8 @@ def fit_stamps_jit(t, s, vt, vs, candidates, sigmas, bbox, inside=True, out=None
         Candidates whose stamps lie on the image.
     out : dtype, optional
         Dtype of the results (default: that of ``t``).
-    config : KernelFitConfig (static)
+    config : KernelFitConfig
+        Structure static, numbers traced (:mod:`jaxdiffim.core.config`).
 
     Returns
     -------
@@ -722,7 +723,7 @@ def fit_single_stamp(template, science, template_variance, science_variance, con
     return tuple(x.astype(out) for x in (coeff, kernel, ksum, bg))
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
+@jax.jit
 def _fit_single_stamp_jit(t, s, vt, vs, sigmas, *, config):
     dtype = FIT_DTYPE
     t, s, vt, vs = (a.astype(dtype)[None] for a in (t, s, vt, vs))

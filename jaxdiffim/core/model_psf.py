@@ -193,4 +193,4 @@ def apply_normalized_kernel(masked, solution, config):
     return _matched_image(masked, type(solution)(**fields), config=config)
 
 
-_matched_image = jax.jit(matched_image, static_argnames=("config",))
+_matched_image = jax.jit(matched_image)

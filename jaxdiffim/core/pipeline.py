@@ -24,9 +24,7 @@ __all__ = ["MODES", "subtract_images"]
 MODES = ("convolveTemplate", "convolveScience")
 
 
-@functools.partial(
-    jax.jit, static_argnames=("config", "mode", "subtract_background", "preserve_bits")
-)
+@functools.partial(jax.jit, static_argnames=("mode", "subtract_background", "preserve_bits"))
 def _subtract(
     template, science, candidates, sigmas, bbox, config, mode, subtract_background, preserve_bits
 ):

@@ -9,6 +9,9 @@ an extra zero row and column for it. Built once on the host with numpy (the matr
 constants of the configuration).
 """
 
+import functools
+
+import jax.numpy as jnp
 import numpy as np
 
 from ..errors import InvalidInputError
@@ -84,6 +87,25 @@ def forward_difference_matrix(kernel_size, orders=(1, 2), border_penalty=3.0):
     return total
 
 
+def _operator(kernel_size, regularization_type, stencil, orders, border_penalty):
+    if regularization_type == "centralDifference":
+        return central_difference_matrix(kernel_size, stencil, border_penalty)
+    if regularization_type == "forwardDifference":
+        return forward_difference_matrix(kernel_size, orders, border_penalty)
+    raise InvalidInputError(
+        "regularization_type must be 'centralDifference' or 'forwardDifference', "
+        f"got {regularization_type!r}."
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _quadratic_pieces(kernel_size, regularization_type, stencil, orders):
+    """``H(p) = H0 + p H1 + p² H2`` for border penalty ``p`` (``B`` is linear in ``p``)."""
+    b0 = _operator(kernel_size, regularization_type, stencil, orders, 0.0)
+    b1 = _operator(kernel_size, regularization_type, stencil, orders, 1.0) - b0
+    return b0.T @ b0, b0.T @ b1 + b1.T @ b0, b1.T @ b1
+
+
 def regularization_matrix(
     kernel_size,
     regularization_type="centralDifference",
@@ -95,22 +117,23 @@ def regularization_matrix(
 ):
     """``H = BᵀB`` for a delta-function basis, with a zero background row/column if fitted.
 
+    ``border_penalty`` may be a traced JAX scalar (then ``H`` is a JAX array): ``H`` is built
+    from three constant pieces, quadratic in the penalty.
+
     Returns
     -------
-    ndarray, shape (k² + fit_background, k² + fit_background)
+    ndarray or jax.Array, shape (k² + fit_background, k² + fit_background)
     """
-    if regularization_type == "centralDifference":
-        b = central_difference_matrix(kernel_size, stencil, border_penalty)
-    elif regularization_type == "forwardDifference":
-        b = forward_difference_matrix(kernel_size, orders, border_penalty)
-    else:
-        raise InvalidInputError(
-            "regularization_type must be 'centralDifference' or 'forwardDifference', "
-            f"got {regularization_type!r}."
-        )
-    h = b.T @ b
+    concrete = isinstance(border_penalty, (int, float, np.floating))
+    if concrete:
+        _check_penalty(border_penalty)
+    h0, h1, h2 = _quadratic_pieces(
+        int(kernel_size), regularization_type, int(stencil), tuple(int(o) for o in orders)
+    )
+    xp = np if concrete else jnp
+    h = h0 + border_penalty * h1 + border_penalty**2 * h2
     if fit_background:
-        h = np.pad(h, ((0, 1), (0, 1)))
+        h = xp.pad(h, ((0, 1), (0, 1)))
     return h
 
 
@@ -124,7 +147,7 @@ def regularization_lambda(m, h, lambda_type, lambda_value, lambda_scaling):
         return lambda_value
     if lambda_type == "relative":
         tr_m = (m * np.eye(m.shape[-1])).sum(axis=(-2, -1))
-        return tr_m / np.trace(h) * lambda_scaling
+        return tr_m / (h * np.eye(h.shape[-1])).sum() * lambda_scaling
     raise InvalidInputError(
         f"lambda_type must be 'absolute' or 'relative', got {lambda_type!r} (the risk-minimising "
         "choices of ip_diffim read config keys that do not exist and are not supported)."

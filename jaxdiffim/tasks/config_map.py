@@ -156,13 +156,17 @@ def _changes(kernel_config, basis):
 
 
 def core_config(task_config, mode=None):
-    """The :class:`SubtractionConfig` for a Task config (``mode`` overrides the config's)."""
+    """The :class:`SubtractionConfig` for a Task config (``mode`` overrides the config's).
+
+    Fields of both bases are read (the AL widths from ``AL``, the DF regularisation from
+    ``DF``), so a Task config written by :func:`apply_to_task` maps back exactly.
+    """
     name = task_config.makeKernel.kernel.name
-    changes = _changes(task_config.makeKernel.kernel.active, name)
-    for task_path, core_path in _rows(name):
-        if not task_path.startswith(_K):
-            value = _get(task_config, task_path)
-            changes[core_path] = tuple(value) if isinstance(value, list) else value
+    changes = {"kernel.kernel_basis": _BASES[name]}
+    for task_path, core_path in FIELD_MAP:
+        task_path = task_path.replace(_K + "*.", f"{_K}{name}.")
+        value = _get(task_config, task_path)
+        changes[core_path] = tuple(value) if isinstance(value, list) else value
     if mode is not None:
         changes["mode"] = mode
     return apply_overrides(SubtractionConfig(), changes)
