@@ -92,9 +92,18 @@ def test_bad_inputs_one_line_each(tmp_path, capsys):
 
 
 def test_too_few_stars(tmp_path, capsys):
-    """OBS18a as template, OBS04a (5.2 px seeing, few isolated stars) as science."""
-    argv = ["subtract", decam_path("18a"), decam_path("04a"), "-o", str(tmp_path / "d.fits")]
-    fails_cleanly(argv, capsys, "kernel-source selection")
+    """OBS18a as template, OBS04a (5.2 px seeing, 4 stars at S/N > 10) as science.
+
+    With no options the selection is widened once and the pair subtracts; asking for more
+    kernel sources than there are fails cleanly, naming the selection and how to set it.
+    """
+    out = tmp_path / "d.fits"
+    argv = ["subtract", decam_path("18a"), decam_path("04a"), "-o", str(out)]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["n_kernel_sources_used"] >= 3
+    argv = ["subtract", decam_path("18a"), decam_path("04a"), "-o", str(tmp_path / "e.fits")]
+    fails_cleanly(argv + ["-c", "min_kernel_sources=20"], capsys, "kernel-source selection")
+    fails_cleanly(argv + ["-c", "minKernelSources=20"], capsys, "-c NAME=VALUE")
 
 
 def test_existing_output_is_kept(tmp_path, capsys):

@@ -85,9 +85,9 @@ def test_cli_on_decam_both_directions(tmp_path, capsys):
         data = json.loads(summary.read_text())
         assert printed == data
         assert data["mode"] == mode
-        # a 256² cut-out: the CLI fits a constant kernel and background
-        assert (data["spatial_kernel_order"], data["spatial_bg_order"]) == (0, 0)
-        assert data["constant_kernel_fallback"] is False
+        # a 256² cut-out with a handful of stars: the orders are lowered (a constant kernel)
+        assert data["spatial_kernel_order"] == 0 and data["spatial_bg_order"] <= 1
+        assert "kernel sources" in data["spatial_orders_lowered"]
         for key in ("kernel_sum", "background_parameters", "qa", "n_kernel_sources_used"):
             assert key in data
         assert data["n_kernel_sources_used"] >= 3

@@ -313,7 +313,15 @@ def main(argv=None):
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    from ..errors import JaxDiffimError
+    from ..errors import (
+        BadSubtractionError,
+        JaxDiffimError,
+        KernelFitError,
+        NoWorkFound,
+        VarianceScalingError,
+    )
+
+    ALGORITHM_ERRORS = (BadSubtractionError, KernelFitError, NoWorkFound, VarianceScalingError)
 
     try:
         if args.command == "demo":
@@ -348,7 +356,7 @@ def main(argv=None):
         parser.exit(2, f"jaxdiffim: error: {err}\n")
     except (JaxDiffimError, OSError, ValueError) as err:
         hint = ""
-        if isinstance(err, JaxDiffimError) and args.command == "subtract":
+        if isinstance(err, ALGORITHM_ERRORS) and args.command == "subtract":
             hint = " (any setting named here: -c NAME=VALUE; 'jaxdiffim config' lists them)"
         parser.exit(2, f"jaxdiffim: error: {_one_line(err)}{hint}\n")
 
