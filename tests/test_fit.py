@@ -14,7 +14,7 @@ from jaxdiffim import (
     make_candidates,
     term_kernels,
 )
-from jaxdiffim.core.fit import fit_single_stamp
+from jaxdiffim.core.single_stamp import fit_single_stamp
 from jaxdiffim.testing.synthetic import gaussian_stamp, make_test_image, plant_stars
 
 

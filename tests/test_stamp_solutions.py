@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from jaxdiffim import KernelFitConfig, alard_lupton_basis, regularization_matrix
-from jaxdiffim.core.fit import fit_single_stamp
+from jaxdiffim.core.single_stamp import fit_single_stamp
 from jaxdiffim.testing.synthetic import plant_stars
 
 

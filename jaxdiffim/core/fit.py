@@ -31,102 +31,35 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..errors import InvalidInputError, SingularSystemError
+from ..errors import InvalidInputError
 from . import status as st
-from .basis import alard_lupton_parts, delta_function_basis
 from .config import KernelFitConfig
 from .normal_equations import (
-    add_background_column,
-    al_raw_design,
-    df_raw_design,
     expand_spatial_solution,
     spatial_layout,
     spatial_normal_equations,
-    stamp_normal_equations,
 )
 from .precision import FIT_DTYPE, fit_precision
-from .regularization import regularization_lambda, regularization_matrix
-from .solve import condition_number, jacobi_cholesky_solve, solve_with_fallback
+from .rejection import image_bbox, select_candidates, spatial_functions
+from .solve import condition_number, solve_with_fallback
 from .spatial import spatial_terms
+from .stamp_fit import DEFAULT_SIGMAS, make_basis, solve_stamps, stamp_systems
 from .stamps import Candidates, cut_stamps, stamp_inside
 from .stats import (
     cell_ids,
-    clipped_mean_std,
-    precedence,
-    quantile_masked,
-    residual_statistics,
-    visit_window,
 )
 
 __all__ = [
-    "DEFAULT_SIGMAS",
-    "Basis",
-    "StampSystems",
     "KernelSolution",
-    "make_basis",
-    "stamp_systems",
-    "solve_stamps",
-    "stamp_residual_statistics",
-    "candidate_coefficients",
     "fit_kernel",
-    "fit_single_stamp",
     "fit_kernel_jit",
     "fit_stamps_jit",
     "prepare_fit_arguments",
-    "image_bbox",
 ]
 
-#: ip_diffim's ``alardSigGauss`` default, in pixels.
-DEFAULT_SIGMAS = (0.7, 1.5, 3.0)
 
 #: The subtraction defaults.
 DEFAULT_CONFIG = KernelFitConfig()
-
-
-class Basis(NamedTuple):
-    """A kernel basis ready for fitting (pytree).
-
-    Attributes
-    ----------
-    images : Array, shape (n_b, k, k)
-        Basis kernel images (afw orientation).
-    transform : Array, shape (n_b + 1, n_b + 1)
-        ``blockdiag(T, 1)`` from raw design columns to the basis (identity for delta functions).
-    factors : Array, shape (n_f, k)
-        Separable 1-D factors of the raw Alard-Lupton terms (empty for delta functions).
-    """
-
-    images: jax.Array
-    transform: jax.Array
-    factors: jax.Array
-
-
-class StampSystems(NamedTuple):
-    """Per-stamp least-squares data (pytree), in the fit dtype.
-
-    Attributes
-    ----------
-    design : Array, shape (N, n_b + 1, P)
-        Raw design on the ``P = L²`` fit pixels, background column last.
-    target : Array, shape (N, P)
-        Science pixels.
-    var_science : Array, shape (N, P)
-        Science variance on the fit pixels.
-    var_template : Array, shape (N, S, S)
-        Template variance on the whole stamp (for ``K² ⊛ var``).
-    m, b : Array, shapes (N, n_b + 1, n_b + 1) and (N, n_b + 1)
-        Normal equations in the basis (with ``lambda H`` for a regularised delta basis).
-    ok : Array of bool, shape (N,)
-        Usable candidates.
-    """
-
-    design: jax.Array
-    target: jax.Array
-    var_science: jax.Array
-    var_template: jax.Array
-    m: jax.Array
-    b: jax.Array
-    ok: jax.Array
 
 
 class KernelSolution(NamedTuple):
@@ -171,233 +104,6 @@ class KernelSolution(NamedTuple):
     rejected: jax.Array
     candidate_kernel_sums: jax.Array
     n_spatial_iterations: jax.Array
-
-
-def make_basis(config, sigmas=None, dtype=FIT_DTYPE):
-    """Build the configured basis.
-
-    Parameters
-    ----------
-    config : KernelFitConfig
-    sigmas : array_like, shape (len(config.degrees),), optional
-        Gaussian widths in pixels for the Alard-Lupton basis (default :data:`DEFAULT_SIGMAS`);
-        traced, so differentiable.
-    dtype : dtype
-
-    Returns
-    -------
-    Basis
-    """
-    k = config.kernel_size
-    if config.is_alard_lupton:
-        sigmas = jnp.asarray(DEFAULT_SIGMAS if sigmas is None else sigmas).astype(dtype)
-        phi, t, images = alard_lupton_parts(sigmas, config.degrees, k)
-    else:
-        phi = jnp.zeros((0, k), dtype)
-        images = delta_function_basis(k, dtype)
-        t = jnp.eye(k * k, dtype=dtype)
-    n = images.shape[0]
-    t_aug = jnp.zeros((n + 1, n + 1), dtype).at[:n, :n].set(t).at[n, n].set(1.0)
-    return Basis(images, t_aug, phi)
-
-
-def stamp_systems(t, s, vt, vs, ok, basis, config):
-    """Normal equations of every stamp (port of ``StaticKernelSolution::build``).
-
-    Parameters
-    ----------
-    t, s, vt, vs : Array, shape (N, S, S)
-        Template, science and their variances around each candidate, ``S >= k``.
-    ok : Array of bool, shape (N,)
-        Candidates to use; the others are replaced by harmless values (zero weight later).
-    basis : Basis
-    config : KernelFitConfig
-
-    Returns
-    -------
-    StampSystems
-    """
-    k = config.kernel_size
-    h = k // 2
-    side = t.shape[-1] - k + 1
-    mask = ok[:, None, None]
-    t = jnp.where(mask, t, 0.0)
-    s = jnp.where(mask, s, 0.0)
-    vt = jnp.where(mask, vt, 1.0)
-    vs = jnp.where(mask, vs, 1.0)
-    if config.is_alard_lupton:
-        raw = al_raw_design(t, basis.factors, config.degrees)
-    else:
-        raw = df_raw_design(t, k)
-    design = add_background_column(raw)
-    n = t.shape[0]
-    target = s[:, h : h + side, h : h + side].reshape(n, -1)
-    var_science = vs[:, h : h + side, h : h + side].reshape(n, -1)
-    var_total = vs + vt
-    if config.constant_variance_weighting:
-        whole = var_total.reshape(n, -1)
-        median = quantile_masked(whole, jnp.ones_like(whole, bool), 0.5)
-        weight = 1.0 / jnp.where(median > 0, median, 1.0)
-    else:
-        weight = 1.0 / var_total[:, h : h + side, h : h + side].reshape(n, -1)
-    m_raw, b_raw = stamp_normal_equations(design, target, weight, config.fit_for_background)
-    tr = basis.transform
-    m = jnp.einsum("ir,nrs,js->nij", tr, m_raw, tr)
-    b = jnp.einsum("ir,nr->ni", tr, b_raw)
-    if not config.is_alard_lupton and config.use_regularization:
-        hmat = regularization_matrix(
-            k,
-            config.regularization_type,
-            stencil=config.central_regularization_stencil,
-            orders=config.forward_regularization_orders,
-            border_penalty=config.regularization_border_penalty,
-            fit_background=True,
-        )
-        lam = regularization_lambda(
-            m, hmat, config.lambda_type, config.lambda_value, config.lambda_scaling
-        )
-        m = m + jnp.asarray(lam, m.dtype)[..., None, None] * jnp.asarray(hmat, m.dtype)
-    return StampSystems(design, target, var_science, vt, m, b, ok)
-
-
-def solve_stamps(systems):
-    """Solve every stamp's system. Returns coefficients ``(N, n_b + 1)`` and a finite mask.
-
-    A singular stamp system gets the eigen pseudo-inverse, as ip_diffim's
-    ``KernelSolution::solve`` falls back to (PSF-model stamps smaller than the basis count are
-    singular yet valid). Used on ``stop_gradient`` data only.
-    """
-    a = jax.vmap(lambda m, b: solve_with_fallback(m, b).x)(systems.m, systems.b)
-    return a, jnp.all(jnp.isfinite(a), axis=1)
-
-
-def _correlate_stamps(images, kernels):
-    """Valid correlation of each image with its own kernel: (N,S,S) x (N,k,k) -> (N,L,L).
-
-    Circular correlation at the stamp size is wrap-free on the valid ``L = S - k + 1`` corner,
-    so one small batched FFT does it (a grouped ``lax.conv`` with one group per stamp measured
-    ~28 s for 512 stamps in float64 on CPU; this takes milliseconds).
-    """
-    side = images.shape[-1]
-    k = kernels.shape[-1]
-    padded = jnp.zeros(images.shape, kernels.dtype).at[:, :k, :k].set(kernels)
-    spec = jnp.fft.rfft2(images) * jnp.conj(jnp.fft.rfft2(padded))
-    n_out = side - k + 1
-    return jnp.fft.irfft2(spec, s=(side, side))[:, :n_out, :n_out]
-
-
-def stamp_residual_statistics(systems, basis, coefficients):
-    """Residual mean and rms (in noise units) of every stamp for given coefficients.
-
-    ``D = s - (K ⊛ t + bg)`` and ``var = var_s + K² ⊛ var_t`` on the fit pixels, as ip_diffim's
-    ``ImageStatistics`` sees them (the afw edge of the stamp is exactly the excluded border).
-
-    Parameters
-    ----------
-    systems : StampSystems
-    basis : Basis
-    coefficients : Array, shape (N, n_b + 1)
-        Basis coefficients and background of each stamp.
-
-    Returns
-    -------
-    mean, rms : Array, shape (N,)
-    """
-    n_b = basis.images.shape[0]
-    raw = coefficients @ basis.transform
-    diff = systems.target - jnp.einsum("nrp,nr->np", systems.design, raw)
-    kernels = jnp.einsum("ni,ivu->nvu", coefficients[:, :n_b], basis.images)
-    kvar = _correlate_stamps(systems.var_template, kernels**2)
-    var = systems.var_science + kvar.reshape(kvar.shape[0], -1)
-    good = jnp.broadcast_to(systems.ok[:, None], diff.shape)
-    return residual_statistics(diff, var, good)
-
-
-def candidate_coefficients(kernel_coefficients, background_coefficients, p, q):
-    """Stamp coefficients ``(N, n_b + 1)`` of the spatial model at the candidates' positions."""
-    a = jnp.einsum("ik,ck->ci", kernel_coefficients, p)
-    if q.shape[1] == 0:
-        bg = jnp.zeros((p.shape[0], 1), a.dtype)
-    else:
-        bg = (q @ background_coefficients)[:, None]
-    return jnp.concatenate([a, bg], axis=1)
-
-
-def _is_bad(mean, rms, clip, config):
-    bad = jnp.isnan(mean) | jnp.isnan(rms)
-    if clip:
-        bad = bad | (jnp.abs(mean) > config.candidate_residual_mean_max)
-        bad = bad | (rms > config.candidate_residual_std_max)
-    return bad
-
-
-def image_bbox(shape):
-    """Inclusive pixel box ``(0, 0, W - 1, H - 1)`` of an array of ``shape`` (H, W)."""
-    return (0.0, 0.0, float(shape[1] - 1), float(shape[0] - 1))
-
-
-def _spatial_functions(candidates, bbox, config, dtype):
-    x = candidates.x.astype(dtype)
-    y = candidates.y.astype(dtype)
-    p = spatial_terms(x, y, config.spatial_kernel_order, bbox, config.spatial_model_type)
-    if config.fit_for_background:
-        q = spatial_terms(x, y, config.spatial_bg_order, bbox, config.spatial_model_type)
-    else:
-        q = jnp.zeros((x.shape[0], 0), dtype)
-    return p, q
-
-
-def _select_candidates(systems, basis, single, p, q, cells, rating, layout, config):
-    """Ip_diffim's rejection loop on ``stop_gradient`` data; returns the final selection."""
-    n_b = basis.images.shape[0]
-    n_kt = p.shape[1]
-    n_bt = q.shape[1]
-    a_single, finite_single = single
-    ksum = a_single[:, :n_b] @ jnp.sum(basis.images, axis=(1, 2))
-    ksum = jnp.where(systems.ok & finite_single, ksum, jnp.nan)  # NaN: not fitted
-    mean, rms = stamp_residual_statistics(systems, basis, a_single)
-    single_bad = ~finite_single | _is_bad(mean, rms, config.single_kernel_clipping, config)
-    ok = systems.ok
-    ahead = precedence(cells, rating)
-
-    def active_set(rej):
-        good = ok & ~rej & ~single_bad
-        vis = visit_window(good, ahead, config.n_star_per_cell)
-        return good & vis, rej | (ok & ~rej & single_bad & vis)
-
-    def clip_round(_, carry):
-        rej, _ = carry
-        active, rej = active_set(rej)
-        if config.kernel_sum_clipping:
-            kmean, kstd = clipped_mean_std(ksum, active)
-            kbad = active & (jnp.abs(ksum - kmean) > config.max_ksum_sigma * kstd)
-        else:
-            kbad = jnp.zeros_like(active)
-        return rej | kbad, ~jnp.any(kbad)
-
-    def spatial_round(carry):
-        rej, _, _, settled, n_iter = carry
-        rej, converged = jax.lax.fori_loop(0, config.max_clip_rounds, clip_round, (rej, False))
-        active, rej = active_set(rej)
-        m_sp, r_sp = spatial_normal_equations(
-            systems.m, systems.b, active.astype(systems.m.dtype), p, q, layout
-        )
-        theta = solve_with_fallback(m_sp, r_sp).x
-        kc, bc = expand_spatial_solution(theta, n_b, n_kt, n_bt, layout)
-        coeff = candidate_coefficients(kc, bc, p, q)
-        smean, srms = stamp_residual_statistics(systems, basis, coeff)
-        sbad = active & _is_bad(smean, srms, config.spatial_kernel_clipping, config)
-        return rej | sbad, ~jnp.any(sbad), active, settled & converged, n_iter + 1
-
-    def maybe_round(_, carry):
-        return jax.lax.cond(carry[1], lambda c: c, spatial_round, carry)
-
-    init = (jnp.zeros_like(ok), jnp.array(False), jnp.zeros_like(ok), jnp.array(True), 0)
-    rej, _, active, settled, n_iter = jax.lax.fori_loop(
-        0, config.max_spatial_iterations, maybe_round, init
-    )
-    # The final fit of ip_diffim after the last round: rejected candidates leave, none enter.
-    return active & ~rej, rej, ksum, settled, n_iter
 
 
 @jax.jit
@@ -462,14 +168,14 @@ def fit_stamps_jit(t, s, vt, vs, candidates, sigmas, bbox, inside=True, out=None
     basis = make_basis(config, sigmas, dtype)
     systems = stamp_systems(t, s, vt, vs, ok, basis, config)
     bbox = jnp.asarray(bbox, dtype)
-    p, q = _spatial_functions(candidates, bbox, config, dtype)
+    p, q = spatial_functions(candidates, bbox, config, dtype)
     n_b = basis.images.shape[0]
     layout = spatial_layout(n_b, p.shape[1], q.shape[1], config.is_alard_lupton)
 
     frozen = jax.lax.stop_gradient((systems, basis))
     single = solve_stamps(frozen[0])
     cells = cell_ids(candidates.x, candidates.y, bbox, config.size_cell_x, config.size_cell_y)
-    used, rejected, ksum, settled, n_iter = _select_candidates(
+    used, rejected, ksum, settled, n_iter = select_candidates(
         frozen[0], frozen[1], single, p, q, cells, candidates.rating, layout, config
     )
     used = jax.lax.stop_gradient(used)
@@ -510,7 +216,7 @@ def fit_stamps_jit(t, s, vt, vs, candidates, sigmas, bbox, inside=True, out=None
     )
 
 
-def _check_images(arrays, names):
+def check_images(arrays, names):
     shape = None
     for arr, name in zip(arrays, names, strict=True):
         if np.ndim(arr) != 2:
@@ -539,7 +245,7 @@ def prepare_fit_arguments(
     bbox : Array, shape (4,)
     """
     if check:
-        shape = _check_images(
+        shape = check_images(
             (template, science, template_variance, science_variance),
             ("template", "science", "template_variance", "science_variance"),
         )
@@ -670,66 +376,3 @@ def _check_candidates(candidates, shape, config):
             f"no candidate has its {size}x{size} stamp inside the image; candidates must lie at "
             f"least {size // 2} pixels from every edge."
         )
-
-
-def fit_single_stamp(template, science, template_variance, science_variance, config, sigmas=None):
-    """Fit one kernel (no spatial variation) on a single pair of stamps of any size >= k.
-
-    The stamp-level solver of ip_diffim (``KernelCandidate::build``): the design is built on
-    the part of the stamp where every basis correlation is defined (the stamp shrunk by
-    ``k // 2`` on every side).
-
-    Parameters
-    ----------
-    template, science, template_variance, science_variance : array_like, shape (S, S)
-    config : KernelFitConfig
-    sigmas : array_like, optional
-
-    Returns
-    -------
-    coefficients : Array, shape (n_b,)
-    kernel : Array, shape (k, k)
-        ``sum_i a_i B_i`` in afw orientation.
-    kernel_sum : Array, shape ()
-    background : Array, shape ()
-
-    Raises
-    ------
-    InvalidInputError
-        Shapes differ or are smaller than the kernel, non-finite pixels, or a variance <= 0
-        (ip_diffim: "cannot inverse variance weight").
-    SingularSystemError
-        The stamp's normal equations are singular.
-    """
-    arrays = [np.asarray(a) for a in (template, science, template_variance, science_variance)]
-    shape = _check_images(arrays, ("template", "science", "template_variance", "science_variance"))
-    if shape[0] != shape[1] or shape[0] < config.kernel_size:
-        raise InvalidInputError(
-            f"stamps must be square and at least kernel_size={config.kernel_size} wide, "
-            f"got {shape}."
-        )
-    if not all(np.isfinite(a).all() for a in arrays):
-        raise InvalidInputError("the stamps contain non-finite pixels; mask or crop them first.")
-    if np.min(arrays[2] + arrays[3]) <= 0:
-        raise InvalidInputError(
-            "the summed variance of the stamps has values <= 0; cannot weight by inverse variance."
-        )
-    sigmas, _ = prepare_fit_arguments(*arrays, None, config, sigmas, (0, 0, 1, 1), False)
-    out = jnp.result_type(arrays[0], arrays[1])
-    with fit_precision():
-        coeff, kernel, ksum, bg = _fit_single_stamp_jit(*arrays, sigmas, config=config)
-    if not np.all(np.isfinite(np.asarray(coeff))):
-        raise SingularSystemError("the stamp's normal equations are singular.")
-    return tuple(x.astype(out) for x in (coeff, kernel, ksum, bg))
-
-
-@jax.jit
-def _fit_single_stamp_jit(t, s, vt, vs, sigmas, *, config):
-    dtype = FIT_DTYPE
-    t, s, vt, vs = (a.astype(dtype)[None] for a in (t, s, vt, vs))
-    basis = make_basis(config, sigmas, dtype)
-    systems = stamp_systems(t, s, vt, vs, jnp.ones(1, bool), basis, config)
-    a = jacobi_cholesky_solve(systems.m[0], systems.b[0])
-    n_b = basis.images.shape[0]
-    kernel = jnp.einsum("i,ivu->vu", a[:n_b], basis.images)
-    return a[:n_b], kernel, jnp.sum(kernel), a[n_b]
