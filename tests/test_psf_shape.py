@@ -8,14 +8,16 @@ import astropy.units as u
 import numpy as np
 import pytest
 
+from jaxdiffim.algorithms.photometry import (
+    diffim_limiting_magnitude,
+    limiting_magnitude,
+    noise_equivalent_area,
+)
 from jaxdiffim.algorithms.psf_shape import (
     PsfSize,
     choose_convolution_mode,
-    diffim_limiting_magnitude,
     evaluate_psf,
     grid_mean_fwhm,
-    limiting_magnitude,
-    noise_equivalent_area,
     psf_fwhm,
     psf_fwhm_xy,
     psf_moments,

@@ -17,19 +17,12 @@ import numpy as np
 from ..core.convolve import dilate_mask, fft_correlate
 from ..core.masks import DETECTION_EXCLUDE, bits
 from ..errors import InvalidInputError
+from .peaks import gather_3x3, psf_reference, refine_peaks
+from .sky import coarse_sky_grid, fine_sky_grid, interpolate, sky_layout
 from .sources import _check_int, _crowded
 
 __all__ = ["Detections", "detect_sources"]
 
-_FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
-_MAD_TO_SIGMA = 1.482602218505602
-#: The coarse sky pass samples about this many pixels per bin and axis.
-_SKY_COARSE_SAMPLES = 16
-#: Bisection steps of the bin medians.
-_MEDIAN_ITERATIONS = 32
-#: Shape test: minimum tolerance on the curvature ratio, and its width in noise sigmas.
-_SHAPE_MIN_TOLERANCE = 0.3
-_SHAPE_N_SIGMA = 5.0
 #: Pixels within a PSF footprint of S/N above this are left out of the second sky estimate.
 _SKY_MASK_SNR = 3.0
 #: Minimum fraction of the PSF² weight on good pixels for the S/N map to be defined.
@@ -59,113 +52,6 @@ class Detections(NamedTuple):
 
 
 # ------------------------------------------------------------------------- shared helpers
-
-
-def _sky_layout(length, bin_size):
-    """Sky bins along one axis.
-
-    ``round(length / bin_size)`` (at least 1) bins of ``size`` pixels (the last one may stick
-    out of the image). The coarse pass samples every ``stride`` pixels (about
-    ``_SKY_COARSE_SAMPLES`` per axis), the fine pass every pixel.
-
-    Returns
-    -------
-    n_bins, size, stride : int
-    coarse, fine : tuple (lower bin index, upper-bin weight) per pixel, for the bin centres
-        of each pass (the mean coordinate of its samples inside the image).
-    """
-    n_bins = max(1, int(round(length / bin_size)))
-    base = -(-length // n_bins)
-    stride = max(1, base // _SKY_COARSE_SAMPLES)
-    size = stride * -(-base // stride)
-
-    def weights(step):
-        samples = np.arange(n_bins)[:, None] * size + step * np.arange(size // step)[None, :]
-        inside = samples < length
-        centres = (samples * inside).sum(axis=1) / inside.sum(axis=1)
-        pix = np.arange(length, dtype=np.float64)
-        if n_bins == 1:
-            return np.zeros(length, np.int32), np.zeros(length, np.float32)
-        lower = np.clip(np.searchsorted(centres, pix) - 1, 0, n_bins - 2)
-        weight = (pix - centres[lower]) / (centres[lower + 1] - centres[lower])  # extrapolates
-        return lower.astype(np.int32), weight.astype(np.float32)
-
-    return n_bins, size, stride, weights(stride), weights(1)
-
-
-def _nanmedian_last(values, iterations=_MEDIAN_ITERATIONS):
-    """Lower median along the last axis ignoring NaN, by bisection on the value (NaN if empty).
-
-    Each step counts the values below the midpoint of a bracket that starts at the minimum and
-    maximum; after ``iterations`` halvings the bracket is ``range / 2**iterations`` wide. On the
-    CPU this is several times faster than ``jnp.nanmedian``, which sorts.
-    """
-    finite = jnp.isfinite(values)
-    count = jnp.sum(finite, axis=-1)
-    target = (count + 1) // 2
-    lo = jnp.min(jnp.where(finite, values, jnp.inf), axis=-1)
-    hi = jnp.max(jnp.where(finite, values, -jnp.inf), axis=-1)
-
-    def step(_, bracket):
-        lo, hi = bracket
-        mid = lo + 0.5 * (hi - lo)
-        below = jnp.sum(values <= mid[..., None], axis=-1)  # NaN compares False
-        enough = below >= target
-        return jnp.where(enough, lo, mid), jnp.where(enough, mid, hi)
-
-    lo, hi = jax.lax.fori_loop(0, iterations, step, (lo, hi))
-    return jnp.where(count > 0, hi, jnp.nan)
-
-
-def _bin_blocks(values, n_bins, size, stride):
-    """``values`` (NaN = unusable) cut into bins: shape (ny, nx, samples per bin)."""
-    (ny, nx), (sy, sx), (ty, tx) = n_bins, size, stride
-    height, width = values.shape
-    pad = ((0, ny * sy - height), (0, nx * sx - width))
-    sub = jnp.pad(values, pad, constant_values=jnp.nan)[::ty, ::tx]
-    my, mx = sy // ty, sx // tx
-    return sub.reshape(ny, my, nx, mx).transpose(0, 2, 1, 3).reshape(ny, nx, my * mx)
-
-
-def _fill_empty(grid, fallback):
-    """Replace NaN bins by the median of the others, or ``fallback`` if all are NaN."""
-    valid = jnp.isfinite(grid)
-    fill = jnp.nanmedian(jnp.where(valid, grid, jnp.nan))
-    fill = jnp.where(jnp.isfinite(fill), fill, fallback)
-    return jnp.where(valid, grid, fill)
-
-
-def _coarse_sky_grid(values, n_bins, size, stride):
-    """Coarse pass: per-bin median after one 3-sigma MAD clip, and the MAD sigma per bin."""
-    blocks = _bin_blocks(values, n_bins, size, stride)
-    med = _nanmedian_last(blocks)[..., None]
-    dev = jnp.abs(blocks - med)
-    sigma = _MAD_TO_SIGMA * _nanmedian_last(dev)
-    clipped = jnp.where(dev <= 3.0 * sigma[..., None], blocks, jnp.nan)
-    return _fill_empty(_nanmedian_last(clipped), 0.0), _fill_empty(sigma, 0.0)
-
-
-def _fine_sky_grid(residual, sigma, n_bins, size):
-    """Fine pass: per-bin 3-sigma-clipped mean of a residual, clipped twice (0 for empty bins)."""
-    blocks = _bin_blocks(residual, n_bins, size, (1, 1))
-    usable = jnp.isfinite(blocks)
-    values = jnp.where(usable, blocks, 0.0)
-    centre = jnp.zeros(blocks.shape[:2], blocks.dtype)
-    for _ in range(2):
-        kept = usable & (jnp.abs(values - centre[..., None]) <= 3.0 * sigma[..., None])
-        count = jnp.sum(kept, axis=-1)
-        total = jnp.sum(jnp.where(kept, values, 0.0), axis=-1)
-        centre = jnp.where(count > 0, total / jnp.maximum(count, 1), 0.0)
-    return centre
-
-
-def _interpolate(grid, weights_y, weights_x):
-    """Bilinear interpolation of a bin grid to every pixel (linear extrapolation at the border)."""
-    (iy, wy), (ix, wx) = weights_y, weights_x
-    up = 1 if grid.shape[0] > 1 else 0
-    right = 1 if grid.shape[1] > 1 else 0
-    rows = (1.0 - wy)[:, None] * grid[iy] + wy[:, None] * grid[iy + up]
-    return (1.0 - wx)[None, :] * rows[:, ix] + wx[None, :] * rows[:, ix + right]
 
 
 def _detection_maps_impl(
@@ -212,12 +98,12 @@ def _detection_maps_impl(
     # effective centre along a sky gradient).
     (coarse_y, fine_y), (coarse_x, fine_x) = interp
     ignore = bad | sat
-    grid, grid_sigma = _coarse_sky_grid(jnp.where(ignore, jnp.nan, image), n_bins, size, stride)
-    sky = _interpolate(grid, coarse_y, coarse_x)
+    grid, grid_sigma = coarse_sky_grid(jnp.where(ignore, jnp.nan, image), n_bins, size, stride)
+    sky = interpolate(grid, coarse_y, coarse_x)
     _, snr = matched_filter(sky)
     ignore = ignore | (dilate_mask((snr > _SKY_MASK_SNR).astype(jnp.int32), k) != 0)
     residual = jnp.where(ignore, jnp.nan, image - sky)
-    sky = sky + _interpolate(_fine_sky_grid(residual, grid_sigma, n_bins, size), fine_y, fine_x)
+    sky = sky + interpolate(fine_sky_grid(residual, grid_sigma, n_bins, size), fine_y, fine_x)
     flux, snr = matched_filter(sky)
     sigma = jnp.where(defined, sigma, jnp.inf)
 
@@ -246,112 +132,6 @@ def _detection_maps_impl(
 _detection_maps = jax.jit(
     _detection_maps_impl, static_argnames=("n_bins", "size", "stride", "bad_footprint")
 )
-
-
-@jax.jit
-def _gather_3x3(flux, sigma, snr, iy, ix):
-    """3x3 flux neighbourhoods ``(n, 3, 3)``, and flux error and S/N at ``(iy, ix)``."""
-    off = jnp.arange(-1, 2)
-    rows = iy[:, None, None] + off[None, :, None]
-    cols = ix[:, None, None] + off[None, None, :]
-    return flux[rows, cols], sigma[iy, ix], snr[iy, ix]
-
-
-def _log_hessian(values):
-    """Gradient and negated Hessian of a 3x3 sample (central differences), batched.
-
-    ``values`` has shape (n, 3, 3) indexed ``[row, col]``; returns ``(gx, gy)`` and
-    ``(bxx, byy, bxy)`` with ``B = -H``.
-    """
-    gx = 0.5 * (values[:, 1, 2] - values[:, 1, 0])
-    gy = 0.5 * (values[:, 2, 1] - values[:, 0, 1])
-    bxx = -(values[:, 1, 2] - 2.0 * values[:, 1, 1] + values[:, 1, 0])
-    byy = -(values[:, 2, 1] - 2.0 * values[:, 1, 1] + values[:, 0, 1])
-    bxy = -0.25 * (values[:, 2, 2] - values[:, 2, 0] - values[:, 0, 2] + values[:, 0, 0])
-    return (gx, gy), (bxx, byy, bxy)
-
-
-def _psf_reference(psf):
-    """PSF-derived constants for the peak refinement and the shape test.
-
-    Returns
-    -------
-    fwhm : float
-        From the PSF's second moments, ``2.3548 sqrt((Ixx + Iyy) / 2)``.
-    curvature : tuple (axx, ayy, axy) or None
-        Negated Hessian of ``log R`` at zero lag, ``R`` the PSF autocorrelation (the matched
-        filter's noiseless response to a star); None when it is not a proper peak.
-    noise : float
-        Standard deviation of a Hessian element of ``log F`` at unit S/N, relative to the
-        reference curvature (sky-limited noise).
-    """
-    k = psf.shape[0]
-    u = np.arange(k) - k // 2
-    xc = np.sum(psf * u[None, :])
-    yc = np.sum(psf * u[:, None])
-    ixx = np.sum(psf * (u[None, :] - xc) ** 2)
-    iyy = np.sum(psf * (u[:, None] - yc) ** 2)
-    second = 0.5 * (ixx + iyy)
-    fwhm = _FWHM_PER_SIGMA * np.sqrt(second) if second > 0 else k / 2.0
-
-    padded = np.pad(psf, 1)
-    lags = np.empty((3, 3))
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            shifted = padded[1 + dy : 1 + dy + k, 1 + dx : 1 + dx + k]
-            lags[dy + 1, dx + 1] = np.sum(psf * shifted)
-    if np.any(lags <= 0):
-        return fwhm, None, np.inf
-    (_, _), (axx, ayy, axy) = _log_hessian(np.log(lags / lags[1, 1])[None])
-    axx, ayy, axy = float(axx[0]), float(ayy[0]), float(axy[0])
-    if not (axx > 0 and axx * ayy - axy * axy > 0):
-        return fwhm, None, np.inf
-    sum_p2 = np.sum(psf * psf)
-    d2x = padded[1:-1, 2:] - 2.0 * psf + padded[1:-1, :-2]
-    d2y = padded[2:, 1:-1] - 2.0 * psf + padded[:-2, 1:-1]
-    noise = max(
-        np.sqrt(np.sum(d2x * d2x) / sum_p2) / axx, np.sqrt(np.sum(d2y * d2y) / sum_p2) / ayy
-    )
-    return fwhm, (axx, ayy, axy), float(noise)
-
-
-def _refine_peaks(values, snr_pix, curvature, noise):
-    """Sub-pixel offset, peak flux and shape verdict from 3x3 flux neighbourhoods.
-
-    A quadratic is fitted to ``log F`` (exact for a Gaussian PSF, whose matched-filter response
-    is Gaussian); where some ``F <= 0`` a quadratic in ``F`` itself is used and the shape is not
-    judged. The shape test compares the fitted curvature ``B`` with the PSF's ``A`` through the
-    generalised eigenvalues of ``(B, A)``: 1 for a point source, < 1 for a blend or an extended
-    source, > 1 for something sharper than the PSF (cosmic ray). They must lie within
-    ``1 ± max(0.3, 5 noise / snr)``.
-    """
-    positive = np.all(values > 0, axis=(1, 2))
-    work = np.where(positive[:, None, None], np.log(np.where(values > 0, values, 1.0)), values)
-    (gx, gy), (bxx, byy, bxy) = _log_hessian(work)
-    det = bxx * byy - bxy * bxy
-    definite = (bxx > 0) & (det > 0)
-    safe = np.where(definite, det, 1.0)
-    dx = np.where(definite, (byy * gx - bxy * gy) / safe, 0.0)
-    dy = np.where(definite, (bxx * gy - bxy * gx) / safe, 0.0)
-    dx, dy = np.clip(dx, -1.0, 1.0), np.clip(dy, -1.0, 1.0)
-    # Value of the quadratic at its maximum: v0 + g.d - d.B.d / 2.
-    gain = gx * dx + gy * dy - 0.5 * (bxx * dx * dx + 2.0 * bxy * dx * dy + byy * dy * dy)
-    centre = values[:, 1, 1]
-    flux = np.where(positive, np.exp(work[:, 1, 1] + gain), centre + gain)
-
-    shape_ok = ~positive | definite
-    if curvature is not None:
-        axx, ayy, axy = curvature
-        det_a = axx * ayy - axy * axy
-        trace = axx * byy + ayy * bxx - 2.0 * axy * bxy
-        disc = np.sqrt(np.maximum(trace * trace - 4.0 * det_a * det, 0.0))
-        lam_lo = (trace - disc) / (2.0 * det_a)
-        lam_hi = (trace + disc) / (2.0 * det_a)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            tol = np.maximum(_SHAPE_MIN_TOLERANCE, _SHAPE_N_SIGMA * noise / snr_pix)
-        judged = positive & definite
-        shape_ok = ~positive | (judged & (lam_lo >= 1.0 - tol) & (lam_hi <= 1.0 + tol))
-    return dx, dy, flux, shape_ok
 
 
 def _validate_detection_inputs(image, variance, mask, psf):
@@ -499,14 +279,14 @@ def detect_sources(
     sat_level = np.inf if saturation is None else float(saturation)
     if np.isnan(sat_level):
         raise InvalidInputError("saturation must be a number or None; got NaN.")
-    fwhm, curvature, noise = _psf_reference(psf)
+    fwhm, curvature, noise = psf_reference(psf)
     radius = max(5.0, 2.0 * fwhm) if isolation_radius is None else float(isolation_radius)
     if not (np.isfinite(radius) and radius >= 0):
         raise InvalidInputError(f"isolation_radius must be >= 0; got {isolation_radius!r}.")
 
     height, width = image.shape
-    layout_y = _sky_layout(height, background_bin)
-    layout_x = _sky_layout(width, background_bin)
+    layout_y = sky_layout(height, background_bin)
+    layout_x = sky_layout(width, background_bin)
     flux_map, sigma_map, snr_map, flag_map = _detection_maps(
         image,
         variance,
@@ -533,7 +313,7 @@ def detect_sources(
     n = py.size
     padded_n = max(16, 1 << int(np.ceil(np.log2(n))))
     pad = padded_n - n
-    values, err, snr_pix = _gather_3x3(
+    values, err, snr_pix = gather_3x3(
         flux_map,
         sigma_map,
         snr_map,
@@ -543,7 +323,7 @@ def detect_sources(
     values = np.asarray(values, np.float64)[:n]
     err = np.asarray(err, np.float64)[:n]
     snr_pix = np.asarray(snr_pix, np.float64)[:n]
-    dx, dy, flux, shape_ok = _refine_peaks(values, snr_pix, curvature, noise)
+    dx, dy, flux, shape_ok = refine_peaks(values, snr_pix, curvature, noise)
     x = px + dx
     y = py + dy
 

@@ -15,15 +15,13 @@ from ..core.convolve import MaskedImage
 from ..core.masks import bit, bits
 from ..errors import InvalidInputError
 from .inputs import check_template_coverage, update_masks
-from .psf_shape import diffim_limiting_magnitude, evaluate_psf, limiting_magnitude, psf_size
+from .photometry import AB_NJY_ZEROPOINT, diffim_limiting_magnitude, limiting_magnitude
+from .psf_shape import evaluate_psf, psf_size
 from .scale_variance import scale_variance, source_footprints
 
 __all__ = ["Prepared", "as_masked", "catalogue_columns", "detected_mask", "prepare_inputs"]
 
 log = logging.getLogger(__name__)
-
-#: AB magnitude of one nJy.
-_AB_NJY = 31.4
 
 
 def as_masked(name, masked, dtype=None):
@@ -69,7 +67,7 @@ def catalogue_columns(sources):
 
 def _zeropoint(calibration):
     """``instFluxToMagnitude(1)`` for a calibration in nJy per count."""
-    return _AB_NJY - 2.5 * np.log10(calibration)
+    return AB_NJY_ZEROPOINT - 2.5 * np.log10(calibration)
 
 
 class Prepared(NamedTuple):

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core.masks import bits
-from ..core.stats import IQ_TO_STDEV
+from ..core.stats import IQ_TO_STDEV, masked_quantiles
 from ..errors import InvalidInputError, VarianceScalingError
 
 __all__ = [
@@ -65,75 +65,6 @@ _log = logging.getLogger(__name__)
 # jitted core
 
 
-_INT32_MAX = np.iinfo(np.int32).max
-_INT32_MIN = np.iinfo(np.int32).min
-
-
-def _to_key(x):
-    """Order-preserving map of float32 values to int32 keys (finite values; -0 sorts before +0)."""
-    b = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.int32)
-    return jnp.where(b >= 0, b, b ^ jnp.int32(_INT32_MAX))
-
-
-def _from_key(k):
-    """Inverse of :func:`_to_key`."""
-    b = jnp.where(k >= 0, k, k ^ jnp.int32(_INT32_MAX))
-    return jax.lax.bitcast_convert_type(b, jnp.float32)
-
-
-def _quantiles(values, valid, qs):
-    """afw-rule quantiles (linear interpolation at index ``q (n - 1)``) of the valid values.
-
-    Exact order statistics found without sorting (XLA's CPU sort is slow): a bisection on the
-    int32 keys of the float32 values, counting the values at or below the midpoint at each step,
-    finds the ``floor(q (n - 1))``-th smallest value (at most 32 passes); one more pass gives the
-    next one for the interpolation.
-
-    Parameters
-    ----------
-    values : Array, shape (..., m)
-    valid : Array of bool, shape (..., m)
-        Values to use; they must be finite.
-    qs : tuple of float
-        Quantiles in [0, 1] (static).
-
-    Returns
-    -------
-    Array, shape (..., len(qs)), float32; NaN where no value is valid.
-    """
-    keys = jnp.where(valid, _to_key(values), _INT32_MAX)
-    n = jnp.sum(valid, axis=-1)
-    last = jnp.maximum(n - 1, 0)[..., None]
-    pos = jnp.asarray(qs, jnp.float32) * last.astype(jnp.float32)
-    rank = jnp.minimum(jnp.floor(pos).astype(jnp.int32), last)
-    frac = pos - rank
-    shape = rank.shape
-    lo0 = jnp.broadcast_to(jnp.min(keys, axis=-1)[..., None], shape)
-    hi0 = jnp.broadcast_to(jnp.max(jnp.where(valid, keys, _INT32_MIN), axis=-1)[..., None], shape)
-    lo0 = jnp.minimum(lo0, hi0)  # rows without valid values: nothing to search
-
-    def count_le(bound):
-        return jnp.sum(keys[..., None, :] <= bound[..., None], axis=-1)
-
-    def cond(c):
-        return jnp.any(c[0] < c[1])
-
-    def body(c):
-        lo, hi = c
-        mid = (lo >> 1) + (hi >> 1) + (lo & hi & 1)  # floor((lo + hi) / 2) without overflow
-        ok = count_le(mid) >= rank + 1
-        return jnp.where(ok, lo, mid + 1), jnp.where(ok, mid, hi)
-
-    k_lo, _ = jax.lax.while_loop(cond, body, (lo0, hi0))
-    above = jnp.min(
-        jnp.where(keys[..., None, :] > k_lo[..., None], keys[..., None, :], _INT32_MAX), axis=-1
-    )
-    k_hi = jnp.where(count_le(k_lo) >= rank + 2, k_lo, above)
-    v_lo, v_hi = _from_key(k_lo), _from_key(k_hi)
-    v_hi = jnp.where(frac > 0, v_hi, v_lo)
-    return jnp.where(n[..., None] > 0, v_lo + frac * (v_hi - v_lo), jnp.nan)
-
-
 def _bin_levels(image, good, bin_size, n_sigma=3.0, n_iter=3):
     """afw ``MEANCLIP`` of the good pixels of every bin; NaN for bins without good pixels.
 
@@ -146,7 +77,7 @@ def _bin_levels(image, good, bin_size, n_sigma=3.0, n_iter=3):
         return a.reshape(nby, nbx, bin_size * bin_size)
 
     x, g = blocks(image), blocks(good)
-    q25, centre, q75 = jnp.moveaxis(_quantiles(x, g, (0.25, 0.5, 0.75)), -1, 0)
+    q25, centre, q75 = jnp.moveaxis(masked_quantiles(x, g, (0.25, 0.5, 0.75)), -1, 0)
     half = n_sigma * IQ_TO_STDEV * (q75 - q25)
     mean = centre
     for _ in range(n_iter):
@@ -233,10 +164,10 @@ def _noise_statistics(image, variance, mask, bad_bits, bin_size, image_based):
     n = jnp.sum(good)
     if not image_based:
         snr = resid / jnp.sqrt(jnp.where(good, variance.ravel(), 1.0))
-        q25, q75 = _quantiles(snr, good, (0.25, 0.75))
+        q25, q75 = masked_quantiles(snr, good, (0.25, 0.75))
         return n, q75 - q25
-    q25, q75 = _quantiles(resid, good, (0.25, 0.75))
-    (median_var,) = _quantiles(variance.ravel(), good, (0.5,))
+    q25, q75 = masked_quantiles(resid, good, (0.25, 0.75))
+    (median_var,) = masked_quantiles(variance.ravel(), good, (0.5,))
     return n, q75 - q25, median_var
 
 

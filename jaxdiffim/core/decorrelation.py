@@ -37,6 +37,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy.fft import next_fast_len
 
 from .convolve import MaskedImage, correlate_terms, fft_correlate, term_kernels
 from .masks import bits
@@ -118,20 +119,11 @@ def fill_bad_pixels(difference, bad_planes=("NO_DATA", "BAD", "SAT", "EDGE")):
 
 
 def _fast_size(n):
-    """Smallest even 2^a 3^b 5^c >= n (a cheap FFT length)."""
-    best = None
-    p2 = 1
-    while p2 < 2 * n:
-        p3 = p2
-        while p3 < 2 * n:
-            p5 = p3
-            while p5 < 2 * n:
-                if p5 >= n and p5 % 2 == 0 and (best is None or p5 < best):
-                    best = p5
-                p5 *= 5
-            p3 *= 3
-        p2 *= 2
-    return best
+    """Smallest even 5-smooth length >= ``n`` (a cheap real FFT; ``scipy.fft.next_fast_len``)."""
+    size = next_fast_len(int(n), real=True)
+    while size % 2:
+        size = next_fast_len(size + 1, real=True)
+    return size
 
 
 def _origin_padded(kernel, shape):

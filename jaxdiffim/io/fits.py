@@ -10,7 +10,7 @@
   estimated: from ``GAIN`` (or the mean of ``GAINA``/``GAINB``), the read noise (``RDNOISE``,
   or ``RDNOISEA``/``RDNOISEB``, electrons) and the subtracted sky (``AVSKY``, ``SKYLEVEL`` or
   ``SKY``, counts) when the header has them, as ``(max(I, 0) + sky) / gain + (rn / gain)²``;
-  otherwise robustly from the pixels (the squared 1.4826 MAD around the median, plus
+  otherwise robustly from the pixels (the squared ``astropy.stats.mad_std`` around the median, plus
   ``max(I - median, 0) / gain`` when the gain is known). Non-finite pixels become ``NO_DATA``;
   pixels at the header's saturation level (``SATURATE``, or the lower of ``SATURATA`` and
   ``SATURATB``, minus the subtracted sky) become ``SAT``.
@@ -24,8 +24,10 @@ import warnings
 
 import numpy as np
 from astropy.io import fits
+from astropy.stats import mad_std
 from astropy.wcs import WCS, FITSFixedWarning
 
+from ..algorithms.photometry import AB_NJY_ZEROPOINT
 from ..core.masks import MASK_PLANES
 from ..errors import InputFileError, InvalidInputError
 from ..image.exposure import Exposure, Mask
@@ -34,8 +36,6 @@ from .atomic import atomic_output
 
 __all__ = ["read_exposure", "write_exposure", "read_psf", "estimate_variance"]
 
-#: AB magnitude of 1 nJy.
-_AB_NJY = 31.4
 _STRUCTURAL = {
     "SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "XTENSION", "PCOUNT", "GCOUNT",
     "EXTNAME", "EXTTYPE", "BZERO", "BSCALE", "INHERIT", "CHECKSUM", "DATASUM", "LTV1", "LTV2",
@@ -137,7 +137,7 @@ def estimate_variance(image, header=None):
             "weight or sigma file."
         )
     median = np.median(values)
-    mad = 1.4826 * np.median(np.abs(values - median))
+    mad = mad_std(values)
     if not mad > 0:
         raise InvalidInputError(
             "The image has no pixel-to-pixel scatter, so its noise cannot be estimated; give a "
@@ -165,7 +165,7 @@ def _calibration(header):
     if value is not None:
         return value
     zp = _header_float(header, "MAGZERO", "MAGZP", "ZEROPT")
-    return 10.0 ** (-0.4 * (zp - _AB_NJY)) if zp is not None else 1.0
+    return 10.0 ** (-0.4 * (zp - AB_NJY_ZEROPOINT)) if zp is not None else 1.0
 
 
 def _band(header):
