@@ -22,8 +22,10 @@ on every path, reported in the metrics):
 - **Too few kernel sources.** When fewer than ``min_kernel_sources`` pass the selection, it is
   repeated once without ``detection_threshold_max`` and the ``restrict_kernel_edge_sources``
   margin (:func:`jaxdiffim.algorithms.kernel_sources.kernel_sources`); ip_diffim gives up.
-- **Background.** ``do_subtract_background`` (ip_diffim's default ``False`` for sky-subtracted
-  pipeline inputs; the file path defaults to ``True``: :data:`FILE_DEFAULTS`).
+- **Background.** ``subtract_sky`` (each image's own smooth sky, before everything) and
+  ``do_subtract_background`` (the fitted differential background, after the fit): both off by
+  default for sky-subtracted pipeline inputs, as in ip_diffim; the file path turns both on
+  (:data:`FILE_DEFAULTS`).
 - **QA failure** raises :class:`~jaxdiffim.errors.BadSubtractionError` (which carries the finished
   result) when ``raise_on_bad_subtraction_ratio``.
 """
@@ -81,8 +83,12 @@ class SubtractionConfig:
     do_scale_variance : bool
         Rescale both variance planes to the pixel noise first (``ScaleVariance``).
     do_subtract_background : bool
-        Remove the fitted differential background (needed for images whose sky is not
-        subtracted).
+        Remove the fitted differential background.
+    subtract_sky, sky_bin_size
+        First subtract each image's own smooth sky: a 3σ-clipped binned background over
+        ``sky_bin_size``-pixel bins (sources left out), interpolated (jaxdiffim addition). Needed
+        for images whose sky is not subtracted: the stamps' constant backgrounds cannot follow
+        a sky gradient, which then biases the kernel.
     required_template_fraction, min_template_fraction_for_expected_success : float
         Coverage guards (fractions of the science image).
     max_kernel_sources, min_kernel_sources, restrict_kernel_edge_sources,
@@ -117,6 +123,8 @@ class SubtractionConfig:
     decorrelation_nodes: int = 4
     do_scale_variance: bool = True
     do_subtract_background: bool = False
+    subtract_sky: bool = False
+    sky_bin_size: int = 64
     required_template_fraction: float = 0.1
     min_template_fraction_for_expected_success: float = 0.2
     max_kernel_sources: int = 1000
@@ -156,6 +164,8 @@ class SubtractionConfig:
         for name in ("required_template_fraction", "min_template_fraction_for_expected_success"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InvalidInputError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
+        if self.sky_bin_size < 8:
+            raise InvalidInputError(f"sky_bin_size must be >= 8 pixels, got {self.sky_bin_size}.")
         if self.decorrelation_nodes < 1:
             raise InvalidInputError("decorrelation_nodes must be >= 1.")
         if self.min_kernel_sources < 1:
@@ -186,7 +196,7 @@ class SubtractionConfig:
 
 #: What the file path (CLI, demo) changes from :class:`SubtractionConfig`'s ip_diffim defaults:
 #: files from outside the Rubin pipeline keep their sky, and ``auto`` picks the mode.
-FILE_DEFAULTS = {"mode": "auto", "do_subtract_background": True}
+FILE_DEFAULTS = {"mode": "auto", "do_subtract_background": True, "subtract_sky": True}
 
 
 def config_paths(config=None):

@@ -17,7 +17,7 @@ from ..errors import InvalidInputError
 from .inputs import check_template_coverage, update_masks
 from .photometry import AB_NJY_ZEROPOINT, diffim_limiting_magnitude, limiting_magnitude
 from .psf_shape import evaluate_psf, psf_size
-from .scale_variance import scale_variance, source_footprints
+from .scale_variance import coarse_background, scale_variance, source_footprints
 
 __all__ = ["Prepared", "as_masked", "catalogue_columns", "detected_mask", "prepare_inputs"]
 
@@ -99,6 +99,25 @@ def detected_mask(masked, psf):
     return np.where(found, mask | bit("DETECTED"), mask).astype(np.int32)
 
 
+def _subtract_sky(masked, bin_size):
+    """``masked`` less its smooth sky (binned 3σ-clipped background); the sky's mean.
+
+    Sources are left out by the clipping (and by ``DETECTED`` where the input has it): the
+    footprints of a PSF-filtered detection mask half of a crowded image, and the bins then
+    follow a gradient worse than the clipped ones do.
+    """
+    sky = np.asarray(
+        coarse_background(masked.image, masked.mask, bin_size=bin_size, extrapolate=True)
+    )
+    if not np.isfinite(sky).all():
+        raise InvalidInputError(
+            "The sky cannot be measured (no usable pixels in some sky bins); set "
+            "subtract_sky=False, or a larger sky_bin_size."
+        )
+    image = (np.asarray(masked.image) - sky).astype(np.asarray(masked.image).dtype)
+    return masked._replace(image=image), float(np.mean(sky))
+
+
 def prepare_inputs(template, science, template_psf, science_psf, config, calibrations):
     """Steps 1-3 of ip_diffim's ``_prepareInputs``: validate, coverage, ScaleVariance, masks, PSF
     sizes.
@@ -131,13 +150,16 @@ def prepare_inputs(template, science, template_psf, science_psf, config, calibra
         "not attempting the subtraction",
     )
     metrics["templateCoveragePercent"] = 100.0 * coverage
+    t_detected = detected_mask(template, template_psf)
+    s_detected = detected_mask(science, science_psf)
+    if config.subtract_sky:
+        template, t_sky = _subtract_sky(template, config.sky_bin_size)
+        science, s_sky = _subtract_sky(science, config.sky_bin_size)
+        metrics["templateSkyMean"], metrics["scienceSkyMean"] = t_sky, s_sky
+        log.info("Sky subtracted: template mean %.4g, science mean %.4g", t_sky, s_sky)
     if config.do_scale_variance:
-        t_factor = scale_variance(
-            template.image, template.variance, detected_mask(template, template_psf)
-        )
-        s_factor = scale_variance(
-            science.image, science.variance, detected_mask(science, science_psf)
-        )
+        t_factor = scale_variance(template.image, template.variance, t_detected)
+        s_factor = scale_variance(science.image, science.variance, s_detected)
         template = template._replace(variance=template.variance * np.float32(t_factor))
         science = science._replace(variance=science.variance * np.float32(s_factor))
         metrics["scaleTemplateVarianceFactor"] = t_factor

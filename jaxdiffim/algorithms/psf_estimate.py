@@ -72,6 +72,10 @@ def _stamps(image, x, y, size):
     return out
 
 
+#: Multiples of ``fwhm_guess`` tried in turn until stars are found.
+_GUESS_FACTORS = (1.0, 1.5, 0.7, 2.2, 3.2)
+
+
 def estimate_psf(
     image,
     variance,
@@ -115,12 +119,11 @@ def estimate_psf(
     """
     img = np.asarray(image, np.float64)
     var = np.asarray(variance, np.float64)
-    fwhm = float(fwhm_guess)
-    found = None
-    for _ in range(2):
+
+    def detect(fwhm):
         sigma = fwhm / FWHM_PER_SIGMA
         probe = _gaussian(2 * int(np.ceil(3 * sigma)) + 1, sigma)
-        found = detect_sources(
+        return detect_sources(
             img,
             var,
             mask,
@@ -130,6 +133,17 @@ def estimate_psf(
             isolation_radius=3.0 * fwhm,
             max_sources=max_stars,
         )
+
+    # the detector's shape test rejects stars much wider or narrower than the probe: a wrong
+    # guess (no header seeing) is retried at other widths before giving up
+    for factor in _GUESS_FACTORS:
+        fwhm = float(fwhm_guess) * factor
+        found = detect(fwhm)
+        if found.x.size >= min_stars:
+            break
+    for refinement in range(2):
+        if refinement:
+            found = detect(fwhm)
         if found.x.size < min_stars:
             break
         trial = 2 * int(np.ceil(3 * fwhm)) + 1

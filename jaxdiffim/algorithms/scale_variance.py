@@ -106,11 +106,13 @@ def _fill_missing(levels):
     return jax.lax.fori_loop(0, nby + nbx, step, levels)
 
 
-def _axis_weights(n_pix, bin_size):
+def _axis_weights(n_pix, bin_size, extrapolate=False):
     """Static bilinear weights along one axis: lower bin index, upper bin index, fraction.
 
     Bin ``i`` covers pixels ``[i b, min((i + 1) b, n_pix))``; its centre is the middle of those
-    pixels. Beyond the first and last centres the fraction is clipped (constant extrapolation).
+    pixels. Beyond the first and last centres the fraction is clipped (constant extrapolation,
+    as afw's background), or with ``extrapolate`` the line through the two outer centres goes on
+    (a sky gradient is followed up to the image edge).
     """
     n_bins = -(-n_pix // bin_size)
     start = np.arange(n_bins) * bin_size
@@ -121,11 +123,13 @@ def _axis_weights(n_pix, bin_size):
         zeros = np.zeros(n_pix, np.int32)
         return zeros, zeros, np.zeros(n_pix)
     i0 = np.clip(np.searchsorted(centres, pix, side="right") - 1, 0, n_bins - 2)
-    frac = np.clip((pix - centres[i0]) / (centres[i0 + 1] - centres[i0]), 0.0, 1.0)
+    frac = (pix - centres[i0]) / (centres[i0 + 1] - centres[i0])
+    if not extrapolate:
+        frac = np.clip(frac, 0.0, 1.0)
     return i0.astype(np.int32), (i0 + 1).astype(np.int32), frac
 
 
-def _background(image, good, bin_size):
+def _background(image, good, bin_size, extrapolate=False):
     """Coarse background of ``image`` (shape (H, W)) from the pixels where ``good`` is True."""
     height, width = image.shape
     pad_y, pad_x = -height % bin_size, -width % bin_size
@@ -135,8 +139,8 @@ def _background(image, good, bin_size):
         bin_size,
     )
     levels = _fill_missing(levels)
-    x0, x1, fx = _axis_weights(width, bin_size)
-    y0, y1, fy = _axis_weights(height, bin_size)
+    x0, x1, fx = _axis_weights(width, bin_size, extrapolate)
+    y0, y1, fy = _axis_weights(height, bin_size, extrapolate)
     fx, fy = jnp.asarray(fx, image.dtype), jnp.asarray(fy, image.dtype)
     along_x = levels[:, x0] * (1.0 - fx) + levels[:, x1] * fx  # (nby, W)
     return along_x[y0, :] * (1.0 - fy)[:, None] + along_x[y1, :] * fy[:, None]
@@ -146,10 +150,10 @@ def _good_pixels(image, variance, mask, bad_bits):
     return ((mask & bad_bits) == 0) & jnp.isfinite(image) & jnp.isfinite(variance) & (variance > 0)
 
 
-@partial(jax.jit, static_argnames=("bin_size",))
-def _background_jit(image, mask, bad_bits, bin_size):
+@partial(jax.jit, static_argnames=("bin_size", "extrapolate"))
+def _background_jit(image, mask, bad_bits, bin_size, extrapolate):
     good = ((mask & bad_bits) == 0) & jnp.isfinite(image)
-    return _background(image, good, bin_size)
+    return _background(image, good, bin_size, extrapolate)
 
 
 @partial(jax.jit, static_argnames=("bin_size", "image_based"))
@@ -204,7 +208,9 @@ def _prepare(image, variance, mask, mask_planes, bin_size):
     return image, variance, mask, bad_bits, int(bin_size)
 
 
-def coarse_background(image, mask, *, bin_size=32, mask_planes=DEFAULT_MASK_PLANES):
+def coarse_background(
+    image, mask, *, bin_size=32, mask_planes=DEFAULT_MASK_PLANES, extrapolate=False
+):
     """The background model that :func:`scale_variance` subtracts (see the module docstring).
 
     Parameters
@@ -217,6 +223,8 @@ def coarse_background(image, mask, *, bin_size=32, mask_planes=DEFAULT_MASK_PLAN
         Bin side in pixels.
     mask_planes : sequence of str
         Pixels with any of these planes (or a non-finite value) do not contribute.
+    extrapolate : bool
+        Continue the outer bins' gradient to the edges (else constant beyond the outer centres).
 
     Returns
     -------
@@ -224,7 +232,7 @@ def coarse_background(image, mask, *, bin_size=32, mask_planes=DEFAULT_MASK_PLAN
         Background in the image's unit; NaN everywhere if no pixel is usable.
     """
     image, _, mask, bad_bits, bin_size = _prepare(image, None, mask, mask_planes, bin_size)
-    return _background_jit(image, mask, bad_bits, bin_size)
+    return _background_jit(image, mask, bad_bits, bin_size, bool(extrapolate))
 
 
 def scale_variance(

@@ -59,8 +59,9 @@ def _parser():
         "--subtract-background",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="subtract the fitted differential background (default: yes, for images whose "
-        "sky has not been subtracted; --no-subtract-background keeps it, as ip_diffim does)",
+        help="subtract each image's smooth sky before the fit and the fitted differential "
+        "background after it (default: yes, for images whose sky has not been subtracted; "
+        "--no-subtract-background keeps both, as ip_diffim does)",
     )
     s.add_argument("--score", action="store_true", help="write the score (preconvolved) image")
     s.add_argument(
@@ -150,6 +151,7 @@ def _config(args):
         overrides["do_decorrelation"] = False
     if args.subtract_background is not None:
         overrides["do_subtract_background"] = args.subtract_background
+        overrides["subtract_sky"] = args.subtract_background
     if args.spatial_kernel_order is not None:
         overrides["kernel.spatial_kernel_order"] = args.spatial_kernel_order
     if args.spatial_bg_order is not None:

@@ -10,9 +10,10 @@
   estimated: from ``GAIN`` (or the mean of ``GAINA``/``GAINB``), the read noise (``RDNOISE``,
   or ``RDNOISEA``/``RDNOISEB``, electrons) and the subtracted sky (``AVSKY``, ``SKYLEVEL`` or
   ``SKY``, counts) when the header has them, as ``(max(I, 0) + sky) / gain + (rn / gain)²``;
-  otherwise robustly from the pixels (the squared ``astropy.stats.mad_std`` around the median, plus
-  ``max(I - median, 0) / gain`` when the gain is known). Non-finite pixels become ``NO_DATA``;
-  pixels at the header's saturation level (``SATURATE``, or the lower of ``SATURATA`` and
+  otherwise robustly from the pixels (the squared ``astropy.stats.mad_std`` around the binned
+  background, plus ``max(I - background, 0) / gain`` when the gain is known). Non-finite
+  pixels become ``NO_DATA``; pixels at the header's saturation level (``SATURATE``, or the lower
+  of ``SATURATA`` and
   ``SATURATB``, minus the subtracted sky) become ``SAT``.
 
 Output files are written atomically (a temporary file in the same directory, then
@@ -28,6 +29,7 @@ from astropy.stats import mad_std
 from astropy.wcs import WCS, FITSFixedWarning
 
 from ..algorithms.photometry import AB_NJY_ZEROPOINT
+from ..algorithms.scale_variance import coarse_background
 from ..core.masks import MASK_PLANES
 from ..errors import InputFileError, InvalidInputError
 from ..image.exposure import Exposure, Mask
@@ -136,8 +138,15 @@ def estimate_variance(image, header=None):
             f"Cannot estimate a variance from {values.size} finite pixels; give a variance, "
             "weight or sigma file."
         )
-    median = np.median(values)
-    mad = mad_std(values)
+    # a smooth sky (a gradient, un-subtracted sky) must not inflate the noise: measure it
+    # around the binned background of the pixels (ScaleVariance's, 32-px bins)
+    sky_model = np.asarray(
+        coarse_background(
+            np.where(finite, img, np.nan), np.zeros(img.shape, np.int32), extrapolate=True
+        )
+    )
+    sky_model = np.where(np.isfinite(sky_model), sky_model, np.median(values))
+    mad = mad_std((img - sky_model)[finite])
     if not mad > 0:
         raise InvalidInputError(
             "The image has no pixel-to-pixel scatter, so its noise cannot be estimated; give a "
@@ -145,7 +154,7 @@ def estimate_variance(image, header=None):
         )
     var = np.full(img.shape, mad**2)
     if gain is not None:
-        var += np.maximum(clean - median, 0.0) / gain
+        var += np.maximum(clean - sky_model, 0.0) / gain
     return var.astype(np.float32)
 
 

@@ -35,6 +35,8 @@ FIELD_MAP = (
     ("spatiallyVaryingDecorrelation", "spatially_varying_decorrelation"),
     ("doScaleVariance", "do_scale_variance"),
     ("doSubtractBackground", "do_subtract_background"),
+    ("doSubtractSky", "subtract_sky"),
+    ("skyBinSize", "sky_bin_size"),
     ("requiredTemplateFraction", "required_template_fraction"),
     ("minTemplateFractionForExpectedSuccess", "min_template_fraction_for_expected_success"),
     ("maxKernelSources", "max_kernel_sources"),

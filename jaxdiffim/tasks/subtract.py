@@ -75,6 +75,10 @@ class AlardLuptonSubtractConfig(Config):
         "Rescale the variance planes (ScaleVariance).", bool, _D.do_scale_variance
     )
     doSubtractBackground = Field("Subtract the fitted background.", bool, _D.do_subtract_background)
+    doSubtractSky = Field(
+        "Subtract each image's smooth sky first (jaxdiffim addition).", bool, _D.subtract_sky
+    )
+    skyBinSize = Field("Sky bin size in pixels (jaxdiffim addition).", int, _D.sky_bin_size)
     detectionThreshold = Field("Minimum S/N of kernel sources.", float, _D.detection_threshold)
     detectionThresholdMax = Field(
         "Maximum S/N of kernel sources.", float, _D.detection_threshold_max
