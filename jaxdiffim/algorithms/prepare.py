@@ -150,16 +150,18 @@ def prepare_inputs(template, science, template_psf, science_psf, config, calibra
         "not attempting the subtraction",
     )
     metrics["templateCoveragePercent"] = 100.0 * coverage
-    t_detected = detected_mask(template, template_psf)
-    s_detected = detected_mask(science, science_psf)
     if config.subtract_sky:
         template, t_sky = _subtract_sky(template, config.sky_bin_size)
         science, s_sky = _subtract_sky(science, config.sky_bin_size)
         metrics["templateSkyMean"], metrics["scienceSkyMean"] = t_sky, s_sky
         log.info("Sky subtracted: template mean %.4g, science mean %.4g", t_sky, s_sky)
     if config.do_scale_variance:
-        t_factor = scale_variance(template.image, template.variance, t_detected)
-        s_factor = scale_variance(science.image, science.variance, s_detected)
+        t_factor = scale_variance(
+            template.image, template.variance, detected_mask(template, template_psf)
+        )
+        s_factor = scale_variance(
+            science.image, science.variance, detected_mask(science, science_psf)
+        )
         template = template._replace(variance=template.variance * np.float32(t_factor))
         science = science._replace(variance=science.variance * np.float32(s_factor))
         metrics["scaleTemplateVarianceFactor"] = t_factor

@@ -330,21 +330,33 @@ def source_footprints(image, variance, mask, psf, *, threshold=5.0, n_sigma_to_g
     numpy.ndarray of bool, shape (H, W)
     """
     from ..core.basis import FWHM_PER_SIGMA
-    from ..core.convolve import dilate_mask, fft_correlate
     from .psf_shape import psf_fwhm
 
-    image = jnp.asarray(image, jnp.float32)
-    variance = jnp.asarray(variance, jnp.float32)
-    mask = jnp.asarray(mask, jnp.int32)
     p = np.asarray(psf, np.float64)
     p = p / p.sum()
-    bad = bits(DEFAULT_MASK_PLANES)
-    good = ((mask & bad) == 0) & jnp.isfinite(image) & jnp.isfinite(variance) & (variance > 0)
-    residual = jnp.where(good, image - coarse_background(image, mask), 0.0)
-    num = fft_correlate(residual, jnp.asarray(p, jnp.float32))
-    den = fft_correlate(jnp.where(good, variance, 0.0), jnp.asarray(p * p, jnp.float32))
-    snr = num / jnp.sqrt(jnp.maximum(den, 1e-30))
-    hit = (jnp.abs(snr) > threshold) & (den > 0)
     sigma = psf_fwhm(p) / FWHM_PER_SIGMA
     size = 2 * int(math.ceil(n_sigma_to_grow * sigma)) + 1
-    return np.asarray(dilate_mask(hit.astype(jnp.int32), size)) != 0
+    hit = _footprints_jit(
+        jnp.asarray(image, jnp.float32),
+        jnp.asarray(variance, jnp.float32),
+        jnp.asarray(mask, jnp.int32),
+        jnp.asarray(p, jnp.float32),
+        jnp.float32(threshold),
+        size,
+    )
+    return np.asarray(hit) != 0
+
+
+@partial(jax.jit, static_argnames=("size",))
+def _footprints_jit(image, variance, mask, p, threshold, size):
+    from ..core.convolve import dilate_mask, fft_correlate
+
+    bad = bits(DEFAULT_MASK_PLANES)
+    good = ((mask & bad) == 0) & jnp.isfinite(image) & jnp.isfinite(variance) & (variance > 0)
+    background = _background(image, ((mask & bad) == 0) & jnp.isfinite(image), 32)
+    residual = jnp.where(good, image - background, 0.0)
+    num = fft_correlate(residual, p)
+    den = fft_correlate(jnp.where(good, variance, 0.0), p * p)
+    snr = num / jnp.sqrt(jnp.maximum(den, 1e-30))
+    hit = (jnp.abs(snr) > threshold) & (den > 0)
+    return dilate_mask(hit.astype(jnp.int32), size)

@@ -315,6 +315,9 @@ def main(argv=None):
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    from ..cache import enable_compilation_cache
+
+    enable_compilation_cache()  # before any compilation: a second run loads the programs
     from ..errors import (
         BadSubtractionError,
         JaxDiffimError,

@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import InvalidInputError
 from .convolve import MaskedImage, apply_kernel
 from .masks import FILL_BEFORE_FILTERING, bits
+from .stats import masked_quantiles
 
 __all__ = [
     "preconvolution_kernel",
@@ -49,10 +50,23 @@ def preconvolution_kernel(psf_image):
     return jnp.asarray(psf / total, jnp.float32)
 
 
+#: The fill median is taken over a regular subsample of at most this many pixels.
+FILL_MEDIAN_PIXELS = 1 << 20
+
+
+@jax.jit
 def fill_masked(image, mask, bad_bits):
-    """Replace pixels with ``bad_bits`` (and non-finite pixels) by the median of the others."""
+    """Replace pixels with ``bad_bits`` (and non-finite pixels) by the median of the others.
+
+    The median is exact for images up to :data:`FILL_MEDIAN_PIXELS` pixels and that of a regular
+    subsample (every ``n``-th pixel) above; it is found by bisection on the values
+    (:func:`jaxdiffim.core.stats.masked_quantiles`), without sorting the image. 0 when no pixel
+    is good.
+    """
     bad = ((mask & bad_bits) != 0) | ~jnp.isfinite(image)
-    median = jnp.nanmedian(jnp.where(bad, jnp.nan, image))
+    values, good = jnp.ravel(image), ~jnp.ravel(bad)
+    step = max(1, -(-values.size // FILL_MEDIAN_PIXELS))
+    median = masked_quantiles(values[::step], good[::step], (0.5,))[0]
     median = jnp.where(jnp.isfinite(median), median, 0.0)
     return jnp.where(bad, median, image).astype(image.dtype)
 

@@ -11,6 +11,7 @@ import inspect
 import logging
 import time
 
+from ..cache import enable_compilation_cache
 from .pex_config import ConfigurableField
 
 __all__ = ["Struct", "Task", "TaskMetadata"]
@@ -78,6 +79,7 @@ class Task:
     canMultiprocess = True
 
     def __init__(self, config=None, *, name=None, parentTask=None, log=None):  # noqa: N803
+        enable_compilation_cache()
         if config is None:
             if parentTask is not None and name is not None:
                 config = getattr(parentTask.config, name)

@@ -1,0 +1,152 @@
+"""Benchmark of the whole job as a user runs it: ``jaxdiffim subtract`` on two FITS files.
+
+For each size N (default 1024, 2048, 4096) an N x N pair is simulated and written as plain FITS
+files (Gaussian PSFs 2.0 -> 2.4 px sigma, about N²/20000 stars, 5 % more flux in the science
+image, un-subtracted sky with a gradient; no variance planes, no PSF files, no catalogue). Then,
+each in a fresh process:
+
+* ``cli_cold``: the CLI with an empty compilation cache (``JAXDIFFIM_CACHE_DIR`` a new folder);
+* ``cli_warm``: the CLI again, with that cache filled;
+* ``fft_floor``: one plain N x N FFT convolution (rfft2 of the image and of a zero-padded 21 x 21
+  kernel, product, irfft2), median of 5 after a warm-up: the floor the job is compared with;
+* ``in_process``: ``alard_lupton_subtract`` on the same arrays (PSFs from the CLI's estimate)
+  after one warm-up call, with the stage timings of its metrics.
+
+Wall times are measured by the parent process; peak RSS is each child's ``ru_maxrss``. Prints
+JSON with the machine, its load and every figure. Usage:
+``OPENBLAS_NUM_THREADS=1 python experiments/benchmark_cli.py [--sizes 1024 2048]``.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+#: Runs a command and prints its peak RSS (kB on Linux) as the last line.
+_LAUNCH = (
+    "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+    "print('MAXRSS', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
+    "sys.exit(r.returncode)"
+)
+
+_FFT = """
+import sys, time
+import jax, jax.numpy as jnp, numpy as np
+n = int(sys.argv[1])
+img = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), jnp.float32)
+ker = jnp.asarray(np.ones((21, 21)) / 441.0, jnp.float32)
+@jax.jit
+def conv(a, k):
+    kp = jnp.zeros_like(a).at[:21, :21].set(k)
+    return jnp.fft.irfft2(jnp.fft.rfft2(a) * jnp.fft.rfft2(kp), s=a.shape)
+conv(img, ker).block_until_ready()
+ts = []
+for _ in range(5):
+    t0 = time.perf_counter()
+    conv(img, ker).block_until_ready()
+    ts.append(time.perf_counter() - t0)
+print("SECONDS", sorted(ts)[2])
+"""
+
+_IN_PROCESS = """
+import json, sys, time
+from jaxdiffim.algorithms.alard_lupton import alard_lupton_subtract
+from jaxdiffim.cli.subtract import file_config, load_exposure
+t, s = load_exposure(sys.argv[1]), load_exposure(sys.argv[2])
+args = (t[s.getBBox()].maskedImage, s.maskedImage, t.psf_callable(), s.psf_callable(), None,
+        file_config())
+alard_lupton_subtract(*args)
+t0 = time.perf_counter()
+r = alard_lupton_subtract(*args)
+total = time.perf_counter() - t0
+print("JSON", json.dumps({"total_s": round(total, 3),
+      "stages_s": {k: round(v, 3) for k, v in r.metrics["timings"].items()}}))
+"""
+
+
+def simulate(n, folder):
+    """Write the N x N pair; return the two paths."""
+    import numpy as np
+    from astropy.io import fits
+
+    from jaxdiffim.testing.synthetic import make_test_image
+
+    rng = np.random.default_rng(n)
+    n_stars = max(200, n * n // 20000)
+    x, y = rng.uniform(30, n - 30, n_stars), rng.uniform(30, n - 30, n_stars)
+    flux = 10 ** rng.uniform(2.7, 4.3, n_stars)
+    common = dict(noise_level=5.0, size=(n, n), x=x, y=y)
+    yy, xx = np.mgrid[0:n, 0:n].astype(np.float32) / n
+    paths = []
+    for name, sigma, seed, scale, sky in (
+        ("template", 2.0, 1, 1.0, 800.0 + 60.0 * xx - 30.0 * yy),
+        ("science", 2.4, 2, 1.05, 1300.0 - 40.0 * xx + 50.0 * yy),
+    ):
+        scene = make_test_image(psf_sigma=sigma, noise_seed=seed, flux=scale * flux, **common)
+        path = os.path.join(folder, f"{name}_{n}.fits")
+        fits.PrimaryHDU((scene.image + sky).astype(np.float32)).writeto(path, overwrite=True)
+        paths.append(path)
+    return paths
+
+
+def _child(cmd, env=None):
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", _LAUNCH, *cmd], capture_output=True, text=True, env=env
+    )
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[:4]} failed: {proc.stderr[-1500:]}")
+    rss_kb = int(proc.stdout.strip().splitlines()[-1].split()[1])
+    return wall, rss_kb / 1024.0, proc.stdout
+
+
+def bench(n, folder):
+    template, science = simulate(n, folder)
+    cache = tempfile.mkdtemp(prefix="xla-", dir=folder)
+    env = dict(os.environ, JAXDIFFIM_CACHE_DIR=cache)
+    out = os.path.join(folder, f"diff_{n}.fits")
+    cli = [sys.executable, "-m", "jaxdiffim", "subtract", template, science, "-o", out]
+    row = {"size": n}
+    for label in ("cli_cold", "cli_warm"):
+        wall, rss, _ = _child([*cli, "--overwrite"], env)
+        row[label] = {"wall_s": round(wall, 2), "peak_rss_mb": round(rss)}
+    _, _, text = _child([sys.executable, "-c", _FFT, str(n)])
+    fft = float([x for x in text.splitlines() if x.startswith("SECONDS")][0].split()[1])
+    row["fft_floor_s"] = round(fft, 4)
+    _, rss, text = _child([sys.executable, "-c", _IN_PROCESS, template, science], env)
+    inproc = json.loads([x for x in text.splitlines() if x.startswith("JSON")][0][5:])
+    inproc["peak_rss_mb"] = round(rss)
+    inproc["in_fft_floors"] = round(inproc["total_s"] / fft, 1)
+    row["in_process"] = inproc
+    row["cli_warm_in_fft_floors"] = round(row["cli_warm"]["wall_s"] / fft, 1)
+    return row
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096])
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as folder:
+        rows = [bench(n, folder) for n in args.sizes]
+    report = {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "load_average_1m": round(os.getloadavg()[0], 2),
+            "python": platform.python_version(),
+        },
+        "results": rows,
+    }
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
