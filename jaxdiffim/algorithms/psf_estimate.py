@@ -72,6 +72,15 @@ def _stamps(image, x, y, size):
     return out
 
 
+#: Odd probe sizes: a probe is padded to the next one, so that images of different seeing
+#: share the detector's compiled programs (each probe shape is one).
+_PROBE_SIZES = (11, 15, 21, 27, 35, 45, 59, 77, 101)
+
+
+def _probe_size(size):
+    return next((s for s in _PROBE_SIZES if s >= size), size)
+
+
 #: Multiples of ``fwhm_guess`` tried in turn until stars are found.
 _GUESS_FACTORS = (1.0, 1.5, 0.7, 2.2, 3.2)
 
@@ -122,7 +131,7 @@ def estimate_psf(
 
     def detect(fwhm):
         sigma = fwhm / FWHM_PER_SIGMA
-        probe = _gaussian(2 * int(np.ceil(3 * sigma)) + 1, sigma)
+        probe = _gaussian(_probe_size(2 * int(np.ceil(3 * sigma)) + 1), sigma)
         return detect_sources(
             img,
             var,

@@ -86,12 +86,16 @@ def mean_variance(variance, mask, ignore_planes=DECORRELATION_IGNORE_PLANES, max
     -------
     Array, shape (); NaN when no pixel is usable.
     """
-    variance = jnp.ravel(jnp.asarray(variance))
-    mask = jnp.ravel(jnp.asarray(mask))
+    return _mean_variance(jnp.asarray(variance), jnp.asarray(mask), bits(ignore_planes), max_pixels)
+
+
+@functools.partial(jax.jit, static_argnames=("max_pixels",))
+def _mean_variance(variance, mask, ignore_bits, max_pixels):
+    variance, mask = jnp.ravel(variance), jnp.ravel(mask)
     step = max(1, -(-variance.size // max_pixels))
     variance, mask = variance[::step], mask[::step]
-    good = ((mask & bits(ignore_planes)) == 0) & jnp.isfinite(variance)
-    return clipped_mean_std(variance, good)[0]
+    good = ((mask & ignore_bits) == 0) & jnp.isfinite(variance)
+    return clipped_mean_std(variance, good, bisect=True)[0]
 
 
 def fill_bad_pixels(difference, bad_planes=("NO_DATA", "BAD", "SAT", "EDGE")):
