@@ -1,4 +1,4 @@
-"""PSF sizes, ip_diffim's 'auto' convolution-mode rule, noise-equivalent area and magnitude limits.
+"""PSF shapes and sizes: moments, FWHM, the grid fallback and ip_diffim's 'auto' mode rule.
 
 Host-side NumPy (PSF stamps are small). Ports of:
 

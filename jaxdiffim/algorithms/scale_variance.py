@@ -28,7 +28,8 @@ Deliberate differences:
 * fewer than two usable pixels raise :class:`~jaxdiffim.errors.VarianceScalingError`
   (meas_algorithms silently returns 1), and so does a factor that is not finite and positive
   (e.g. an image without noise, IQR = 0), which would otherwise zero the variance plane;
-* quantiles are computed in float32.
+* quantiles are computed in float32, and above :data:`QUARTILE_PIXELS` good-or-bad pixels on
+  a regular subsample (every ``n``-th pixel; the pixel count stays exact).
 
 The statistics run in one jitted function (``bin_size`` static); the image is padded to a
 multiple of ``bin_size`` with masked pixels, so any shape works. Quantiles are exact order
@@ -59,6 +60,10 @@ __all__ = [
 DEFAULT_MASK_PLANES = ("DETECTED", "DETECTED_NEGATIVE", "BAD", "SAT", "NO_DATA", "INTRP")
 
 _log = logging.getLogger(__name__)
+
+#: Above this many pixels the quartiles come from a regular subsample (every n-th pixel): the
+#: inter-quartile range of millions of noise pixels is known to 0.1 % from 2 million of them.
+QUARTILE_PIXELS = 1 << 21
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,12 +171,15 @@ def _noise_statistics(image, variance, mask, bad_bits, bin_size, image_based):
     good = _good_pixels(image, variance, mask, bad_bits).ravel()
     resid = (image - bg).ravel()
     n = jnp.sum(good)
+    # the quartiles of a regular subsample (every step-th pixel) above QUARTILE_PIXELS pixels
+    step = max(1, -(-good.size // QUARTILE_PIXELS))
+    good, resid, var = good[::step], resid[::step], variance.ravel()[::step]
     if not image_based:
-        snr = resid / jnp.sqrt(jnp.where(good, variance.ravel(), 1.0))
+        snr = resid / jnp.sqrt(jnp.where(good, var, 1.0))
         q25, q75 = masked_quantiles(snr, good, (0.25, 0.75))
         return n, q75 - q25
     q25, q75 = masked_quantiles(resid, good, (0.25, 0.75))
-    (median_var,) = masked_quantiles(variance.ravel(), good, (0.5,))
+    (median_var,) = masked_quantiles(var, good, (0.5,))
     return n, q75 - q25, median_var
 
 

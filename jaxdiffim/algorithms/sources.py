@@ -1,6 +1,6 @@
-"""Kernel-source selection and a small built-in point-source detector.
+"""Kernel-source selection: ip_diffim's cuts on a catalogue, with an account of each cut.
 
-Two host-side entry points prepare the list of stars that the Alard-Lupton kernel is fitted on:
+The list of stars that the Alard-Lupton kernel is fitted on is prepared on the host:
 
 * :func:`select_kernel_sources` applies ip_diffim's kernel-source cuts (``_sourceSelector`` and
   ``checkMask``, ip_diffim.md §2.7) to a catalogue: bad flags, isolation, an S/N window, the
@@ -10,9 +10,7 @@ Two host-side entry points prepare the list of stars that the Alard-Lupton kerne
 * the detector used when no catalogue is given lives in :mod:`jaxdiffim.algorithms.detection`.
 
 Coordinates are 0-based array pixel coordinates: pixel centres at integers, ``x`` the column
-and ``y`` the row. The bookkeeping (data-dependent counts) is NumPy on the host; whole-image
-filtering runs in JAX (:func:`~jaxdiffim.core.convolve.fft_correlate`, ``lax.reduce_window``), so
-detection on a 4096² image takes a few FFT passes.
+and ``y`` the row. The bookkeeping (data-dependent counts) is NumPy on the host.
 """
 
 from typing import NamedTuple

@@ -1,1 +1,4 @@
-"""The ``jaxdiffim`` command (:func:`~jaxdiffim.cli.main.main`): subtract, match-psf, demo."""
+"""The ``jaxdiffim`` command (:func:`~jaxdiffim.cli.main.main`).
+
+Subcommands: subtract, config, match-psf, demo.
+"""
