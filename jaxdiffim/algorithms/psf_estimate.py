@@ -72,6 +72,17 @@ def _stamps(image, x, y, size):
     return out
 
 
+#: Images larger than this on a side are searched for stars in a central square this big.
+PSF_SEARCH_SIZE = 2048
+
+
+def _central(shape, size):
+    """Slices of the central ``size`` x ``size`` region (the whole axis when it is smaller)."""
+    return tuple(
+        slice(max(0, (n - size) // 2), max(0, (n - size) // 2) + min(n, size)) for n in shape
+    )
+
+
 #: Odd probe sizes: a probe is padded to the next one, so that images of different seeing
 #: share the detector's compiled programs (each probe shape is one).
 _PROBE_SIZES = (11, 15, 21, 27, 35, 45, 59, 77, 101)
@@ -103,6 +114,9 @@ def estimate_psf(
     ----------
     image, variance : array_like, shape (H, W)
         Sky-subtracted (or not: the stamps' borders set the local sky) image and its variance.
+        Above :data:`PSF_SEARCH_SIZE` pixels on a side, stars are taken from the central
+        ``PSF_SEARCH_SIZE``² region (the PSF at the image's centre, where ip_diffim evaluates
+        it too).
     mask : array_like of int, optional
         Core mask planes; ``SAT``, ``BAD``, ``NO_DATA``, ``EDGE`` pixels are avoided.
     fwhm_guess : float
@@ -126,8 +140,11 @@ def estimate_psf(
     InvalidInputError
         Fewer than ``min_stars`` usable stars.
     """
-    img = np.asarray(image, np.float64)
-    var = np.asarray(variance, np.float64)
+    # bright isolated stars are everywhere: a central region is searched on large images
+    region = _central(np.shape(image), PSF_SEARCH_SIZE)
+    img = np.asarray(np.asarray(image)[region], np.float64)
+    var = np.asarray(np.asarray(variance)[region], np.float64)
+    mask = None if mask is None else np.asarray(mask)[region]
 
     def detect(fwhm):
         sigma = fwhm / FWHM_PER_SIGMA
