@@ -82,7 +82,7 @@ class Prepared(NamedTuple):
     metrics: dict
 
 
-def detected_mask(masked, psf):
+def detected_mask(masked, psf, flat=False):
     """The mask, with source footprints as ``DETECTED`` if it has no detection planes at all.
 
     Only ScaleVariance sees this mask (ip_diffim's inputs always carry ``DETECTED``).
@@ -95,7 +95,7 @@ def detected_mask(masked, psf):
         image = evaluate_psf(psf, (w - 1) / 2.0, (h - 1) / 2.0)
     except Exception:  # noqa: BLE001 - no PSF at the centre: leave the mask as it is
         return mask
-    found = source_footprints(masked.image, masked.variance, mask, image)
+    found = source_footprints(masked.image, masked.variance, mask, image, flat=flat)
     return np.where(found, mask | bit("DETECTED"), mask).astype(np.int32)
 
 
@@ -156,11 +156,18 @@ def prepare_inputs(template, science, template_psf, science_psf, config, calibra
         metrics["templateSkyMean"], metrics["scienceSkyMean"] = t_sky, s_sky
         log.info("Sky subtracted: template mean %.4g, science mean %.4g", t_sky, s_sky)
     if config.do_scale_variance:
+        flat = config.subtract_sky  # the sky is gone: no background to fit again
         t_factor = scale_variance(
-            template.image, template.variance, detected_mask(template, template_psf)
+            template.image,
+            template.variance,
+            detected_mask(template, template_psf, flat),
+            flat=flat,
         )
         s_factor = scale_variance(
-            science.image, science.variance, detected_mask(science, science_psf)
+            science.image,
+            science.variance,
+            detected_mask(science, science_psf, flat),
+            flat=flat,
         )
         template = template._replace(variance=template.variance * np.float32(t_factor))
         science = science._replace(variance=science.variance * np.float32(s_factor))

@@ -161,13 +161,16 @@ def _background_jit(image, mask, bad_bits, bin_size, extrapolate):
     return _background(image, good, bin_size, extrapolate)
 
 
-@partial(jax.jit, static_argnames=("bin_size", "image_based"))
-def _noise_statistics(image, variance, mask, bad_bits, bin_size, image_based):
+@partial(jax.jit, static_argnames=("bin_size", "image_based", "flat"))
+def _noise_statistics(image, variance, mask, bad_bits, bin_size, image_based, flat=False):
     """Number of good pixels and the inter-quartile statistics of ``ScaleVarianceTask``.
 
     Returns ``(n, iqr(snr))`` or, with ``image_based``, ``(n, iqr(residual), median(variance))``.
     """
-    bg = _background(image, ((mask & bad_bits) == 0) & jnp.isfinite(image), bin_size)
+    if flat:  # the sky was subtracted already
+        bg = jnp.zeros_like(image)
+    else:
+        bg = _background(image, ((mask & bad_bits) == 0) & jnp.isfinite(image), bin_size)
     good = _good_pixels(image, variance, mask, bad_bits).ravel()
     resid = (image - bg).ravel()
     n = jnp.sum(good)
@@ -244,7 +247,14 @@ def coarse_background(
 
 
 def scale_variance(
-    image, variance, mask, *, bin_size=32, limit=10.0, mask_planes=DEFAULT_MASK_PLANES
+    image,
+    variance,
+    mask,
+    *,
+    bin_size=32,
+    limit=10.0,
+    mask_planes=DEFAULT_MASK_PLANES,
+    flat=False,
 ):
     """Factor by which the variance plane should be multiplied to match the pixel noise.
 
@@ -262,6 +272,10 @@ def scale_variance(
         Largest credible factor (``ScaleVarianceConfig.limit``).
     mask_planes : sequence of str
         Pixels with any of these planes are ignored, both for the background and the statistics.
+    flat : bool
+        The image's sky was subtracted already (``subtract_sky``): no background is fitted
+        (saves one binned background per image; the statistics are the same up to the
+        difference between the two sky models).
 
     Returns
     -------
@@ -282,7 +296,7 @@ def scale_variance(
     limit = float(limit)
     if not limit > 0:
         raise InvalidInputError(f"limit must be positive, got {limit}.")
-    n, iqr_snr = _noise_statistics(image, variance, mask, bad_bits, bin_size, False)
+    n, iqr_snr = _noise_statistics(image, variance, mask, bad_bits, bin_size, False, flat)
     if int(n) < 2:
         raise VarianceScalingError(
             f"No usable pixels for variance scaling ({int(n)} found, 2 needed): the others have "
@@ -298,7 +312,9 @@ def scale_variance(
             limit,
         )
         pixel_factor = factor
-        _, iqr_img, median_var = _noise_statistics(image, variance, mask, bad_bits, bin_size, True)
+        _, iqr_img, median_var = _noise_statistics(
+            image, variance, mask, bad_bits, bin_size, True, flat
+        )
         factor = (IQ_TO_STDEV * float(iqr_img)) ** 2 / float(median_var)
         if factor > limit:
             raise VarianceScalingError(
@@ -316,7 +332,9 @@ def scale_variance(
     return factor
 
 
-def source_footprints(image, variance, mask, psf, *, threshold=5.0, n_sigma_to_grow=2.4):
+def source_footprints(
+    image, variance, mask, psf, *, threshold=5.0, n_sigma_to_grow=2.4, flat=False
+):
     """Pixels of detected sources, for images that come without a ``DETECTED`` plane.
 
     ip_diffim's inputs carry ``DETECTED`` from single-frame processing, and ScaleVariance leaves
@@ -332,6 +350,8 @@ def source_footprints(image, variance, mask, psf, *, threshold=5.0, n_sigma_to_g
     psf : array_like, shape (k, k)
         PSF image (normalised here).
     threshold, n_sigma_to_grow : float
+    flat : bool
+        The image's sky was subtracted already: skip the background.
 
     Returns
     -------
@@ -351,17 +371,21 @@ def source_footprints(image, variance, mask, psf, *, threshold=5.0, n_sigma_to_g
         jnp.asarray(p, jnp.float32),
         jnp.float32(threshold),
         size,
+        bool(flat),
     )
     return np.asarray(hit) != 0
 
 
-@partial(jax.jit, static_argnames=("size",))
-def _footprints_jit(image, variance, mask, p, threshold, size):
+@partial(jax.jit, static_argnames=("size", "flat"))
+def _footprints_jit(image, variance, mask, p, threshold, size, flat):
     from ..core.convolve import dilate_mask, fft_correlate
 
     bad = bits(DEFAULT_MASK_PLANES)
     good = ((mask & bad) == 0) & jnp.isfinite(image) & jnp.isfinite(variance) & (variance > 0)
-    background = _background(image, ((mask & bad) == 0) & jnp.isfinite(image), 32)
+    if flat:
+        background = jnp.zeros_like(image)
+    else:
+        background = _background(image, ((mask & bad) == 0) & jnp.isfinite(image), 32)
     residual = jnp.where(good, image - background, 0.0)
     num = fft_correlate(residual, p)
     den = fft_correlate(jnp.where(good, variance, 0.0), p * p)
