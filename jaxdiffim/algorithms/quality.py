@@ -63,27 +63,27 @@ def footprint_residual_ratio(difference, science, mask, x, y, radius):
     r = int(np.ceil(radius))
     dy, dx = np.mgrid[-r : r + 1, -r : r + 1]
     disc = dx**2 + dy**2 <= radius**2
-    pixels = []
+    # every footprint at once: (n stars, n disc pixels) index arrays
+    xi = np.rint(np.atleast_1d(np.asarray(x, float))).astype(np.int64)
+    yi = np.rint(np.atleast_1d(np.asarray(y, float))).astype(np.int64)
+    yy = yi[:, None] + dy[disc][None, :]
+    xx = xi[:, None] + dx[disc][None, :]
+    inside = (yy >= 0) & (yy < d.shape[0]) & (xx >= 0) & (xx < d.shape[1])
+    yy, xx = np.where(inside, yy, 0), np.where(inside, xx, 0)
     stars = np.zeros(d.shape, bool)
-    for xc, yc in zip(np.atleast_1d(x), np.atleast_1d(y), strict=True):
-        xi, yi = int(np.rint(xc)), int(np.rint(yc))
-        yy, xx = yi + dy[disc], xi + dx[disc]
-        inside = (yy >= 0) & (yy < d.shape[0]) & (xx >= 0) & (xx < d.shape[1])
-        pixels.append((yy[inside], xx[inside]))
-        stars[yy[inside], xx[inside]] = True
+    stars[yy[inside], xx[inside]] = True
     sky_pixels = good & ~stars
     if sky_pixels.any():
         sky = float(np.mean(absd[sky_pixels]))
     else:
         sky = float(np.nanmedian(absd)) if good.any() else np.nan
-    ratios = []
-    for yy, xx in pixels:
-        ok = good[yy, xx]
-        if ok.sum() < 3:
-            continue
-        denom = s[yy, xx][ok].mean()
-        if denom > 0:
-            ratios.append(abs(absd[yy, xx][ok].mean() - sky) / denom)
+    ok = inside & good[yy, xx]
+    count = ok.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_d = np.where(ok, absd[yy, xx], 0.0).sum(axis=1) / count
+        denom = np.where(ok, s[yy, xx], 0.0).sum(axis=1) / count
+        use = (count >= 3) & (denom > 0)
+        ratios = np.abs(mean_d[use] - sky) / denom[use]
     ratios = np.asarray(ratios)
     if ratios.size == 0:
         return FootprintRatio(float("nan"), float("nan"), ratios)
