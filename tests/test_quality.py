@@ -34,8 +34,9 @@ def test_matches_the_per_star_loop():
     h, w = 90, 120
     d = rng.normal(size=(h, w))
     s = rng.normal(size=(h, w)) + 5.0
-    x = np.r_[rng.uniform(0, w - 1, 25), -3.0, 2.0, w + 1.0]  # some at and beyond the edge
-    y = np.r_[rng.uniform(0, h - 1, 25), 10.0, 1.0, 40.0]
+    # some at and beyond the edge; the last has a single pixel on the image (left out)
+    x = np.r_[rng.uniform(0, w - 1, 25), -3.0, 2.0, w + 1.0, w + 2.0]
+    y = np.r_[rng.uniform(0, h - 1, 25), 10.0, 1.0, 40.0, h + 2.0]
     for xc, yc in zip(x[:25], y[:25], strict=True):
         d[int(yc), int(xc)] += 30.0
         s[int(yc), int(xc)] += 100.0

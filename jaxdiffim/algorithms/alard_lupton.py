@@ -198,9 +198,10 @@ def _subtract(template, science, template_psf, science_psf, sources, config, cal
     t1 = time.perf_counter()
     if config.do_decorrelation:
         names = ("science", "template") if unconvolved is science else ("template", "science")
+        varying = config.spatially_varying_decorrelation
         difference = decorrelate_difference(
             difference,
-            _centre_kernel(solution, kcfg),
+            None if varying else _centre_kernel(solution, kcfg),
             unconvolved,
             convolved,
             names=names,
@@ -208,9 +209,7 @@ def _subtract(template, science, template_psf, science_psf, sources, config, cal
             preconvolution=preconv,
             bad_planes=config.bad_mask_planes,
             complete=config.complete_var_plane_propagation,
-            spatial=(solution, kcfg, config.decorrelation_nodes)
-            if config.spatially_varying_decorrelation
-            else None,
+            spatial=(solution, kcfg, config.decorrelation_nodes) if varying else None,
         )
     timings["decorrelate"] = time.perf_counter() - t1
     background = background_scale * np.asarray(

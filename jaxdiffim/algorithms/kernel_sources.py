@@ -55,7 +55,7 @@ def kernel_setup(config, convolved_fwhm, reference_fwhm):
     return np.asarray(sigmas, float), config.kernel.replace(kernel_size=int(size))
 
 
-def kernel_sources(sources, prep, science_psf, kernel_size, config, extra_edge=0, relax=True):
+def kernel_sources(sources, prep, science_psf, kernel_size, config, extra_edge=0):
     """Select kernel sources from ``sources``, or detect them on the science image.
 
     Without an ``isolated`` column a source counts as isolated when no other catalogue source
@@ -64,7 +64,7 @@ def kernel_sources(sources, prep, science_psf, kernel_size, config, extra_edge=0
     position on the image (``qa_x``, ``qa_y``): ip_diffim measures the footprint ratio on all
     of them.
 
-    When fewer than ``min_kernel_sources`` pass (and ``relax``), the selection is repeated
+    When fewer than ``min_kernel_sources`` pass, the selection is repeated
     once without the upper S/N limit (saturated stars stay out through the mask cut) and with
     only the stamps required inside the image (no ``restrict_kernel_edge_sources`` margin):
     small cut-outs hold a handful of stars, and the brightest or an off-centre one makes the
@@ -117,10 +117,8 @@ def kernel_sources(sources, prep, science_psf, kernel_size, config, extra_edge=0
             restrict_edge=config.restrict_kernel_edge_sources,
         )
     except InsufficientKernelSourcesError as err:
-        if not relax or (
-            np.isinf(config.detection_threshold_max) and not config.restrict_kernel_edge_sources
-        ):
-            raise
+        if np.isinf(config.detection_threshold_max) and not config.restrict_kernel_edge_sources:
+            raise  # nothing to widen
         # policy (jaxdiffim.algorithms.config): widen the window once before giving up
         selection = select(max_snr=np.inf, restrict_edge=False)
         relaxed = True

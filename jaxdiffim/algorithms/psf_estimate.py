@@ -21,7 +21,7 @@ from ..errors import InvalidInputError
 from .detection import detect_sources
 from .psf_shape import psf_fwhm
 
-__all__ = ["estimate_psf", "fourier_shift"]
+__all__ = ["PSF_SEARCH_SIZE", "central_region", "estimate_psf", "fourier_shift"]
 
 
 def _gaussian(size, sigma):
@@ -76,8 +76,11 @@ def _stamps(image, x, y, size):
 PSF_SEARCH_SIZE = 2048
 
 
-def _central(shape, size):
-    """Slices of the central ``size`` x ``size`` region (the whole axis when it is smaller)."""
+def central_region(shape, size=PSF_SEARCH_SIZE):
+    """Slices of the central ``size`` x ``size`` region of ``shape`` (whole axes when smaller).
+
+    Star searches and global noise estimates on large images look only here.
+    """
     return tuple(
         slice(max(0, (n - size) // 2), max(0, (n - size) // 2) + min(n, size)) for n in shape
     )
@@ -141,7 +144,7 @@ def estimate_psf(
         Fewer than ``min_stars`` usable stars.
     """
     # bright isolated stars are everywhere: a central region is searched on large images
-    region = _central(np.shape(image), PSF_SEARCH_SIZE)
+    region = central_region(np.shape(image))
     img = np.asarray(np.asarray(image)[region], np.float64)
     var = np.asarray(np.asarray(variance)[region], np.float64)
     mask = None if mask is None else np.asarray(mask)[region]

@@ -165,21 +165,17 @@ def _config(args):
 
 
 def _list_config():
-    import dataclasses
+    import functools
 
+    from ..algorithms.config import config_paths
     from .subtract import file_config
 
-    def flat(obj, prefix=""):
-        out = {}
-        for f in dataclasses.fields(obj):
-            value = getattr(obj, f.name)
-            if dataclasses.is_dataclass(value):
-                out.update(flat(value, prefix + f.name + "."))
-            else:
-                out[prefix + f.name] = list(value) if isinstance(value, tuple) else value
-        return out
-
-    print(json.dumps(flat(file_config()), indent=2))
+    config = file_config()
+    values = {}
+    for path in config_paths(config):
+        value = functools.reduce(getattr, path.split("."), config)
+        values[path] = list(value) if isinstance(value, tuple) else value
+    print(json.dumps(values, indent=2))
     return 0
 
 

@@ -29,6 +29,7 @@ from astropy.stats import mad_std
 from astropy.wcs import WCS, FITSFixedWarning
 
 from ..algorithms.photometry import AB_NJY_ZEROPOINT
+from ..algorithms.psf_estimate import central_region
 from ..algorithms.scale_variance import coarse_background
 from ..core.masks import MASK_PLANES
 from ..errors import InputFileError, InvalidInputError
@@ -143,9 +144,7 @@ def estimate_variance(image, header=None):
     # only the noise level is needed, measured on a central region of large images
     region = (slice(None), slice(None))
     if gain is None:
-        region = tuple(
-            slice(max(0, (n - 2048) // 2), max(0, (n - 2048) // 2) + 2048) for n in img.shape
-        )
+        region = central_region(img.shape)
     if finite[region].sum() < 100:  # a central hole: use every pixel
         region = (slice(None), slice(None))
     part, good = img[region], finite[region]
