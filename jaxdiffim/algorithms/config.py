@@ -32,6 +32,7 @@ on every path, reported in the metrics):
 
 import dataclasses
 
+from ..core.basis import WIDTH_RULE
 from ..core.config import KernelFitConfig
 from ..core.masks import (
     FILL_BEFORE_FILTERING,
@@ -110,13 +111,13 @@ class SubtractionConfig:
     mode: str = "convolveTemplate"
     kernel: KernelFitConfig = KernelFitConfig()
     scale_by_fwhm: bool = True
-    alard_sig_gauss: tuple = (0.7, 1.5, 3.0)
-    alard_gauss_beta: float = 2.0
-    alard_min_sig: float = 0.7
-    alard_min_sig_deconv: float = 0.4
-    kernel_size_fwhm_scaling: float = 6.0
-    kernel_size_min: int = 21
-    kernel_size_max: int = 35
+    alard_sig_gauss: tuple = WIDTH_RULE["sig_gauss"]
+    alard_gauss_beta: float = WIDTH_RULE["gauss_beta"]
+    alard_min_sig: float = WIDTH_RULE["min_sig"]
+    alard_min_sig_deconv: float = WIDTH_RULE["min_sig_deconv"]
+    kernel_size_fwhm_scaling: float = WIDTH_RULE["kernel_size_fwhm_scaling"]
+    kernel_size_min: int = WIDTH_RULE["kernel_size_min"]
+    kernel_size_max: int = WIDTH_RULE["kernel_size_max"]
     do_decorrelation: bool = True
     complete_var_plane_propagation: bool = False
     spatially_varying_decorrelation: bool = False

@@ -26,6 +26,7 @@ from ..errors import InvalidInputError
 
 __all__ = [
     "FWHM_PER_SIGMA",
+    "WIDTH_RULE",
     "ALTerms",
     "al_terms",
     "alard_lupton_factors",
@@ -237,19 +238,33 @@ def delta_function_basis(kernel_size, dtype=jnp.float32):
     return jnp.eye(n, dtype=dtype).reshape(n, kernel_size, kernel_size)
 
 
+#: ip_diffim's defaults of the width rule (``PsfMatchConfigAL``); the one home of these values
+#: (:class:`jaxdiffim.algorithms.config.SubtractionConfig` takes its defaults from here).
+WIDTH_RULE = {
+    "sig_gauss": (0.7, 1.5, 3.0),
+    "gauss_beta": 2.0,
+    "min_sig": 0.7,
+    "min_sig_deconv": 0.4,
+    "kernel_size": 21,
+    "kernel_size_fwhm_scaling": 6.0,
+    "kernel_size_min": 21,
+    "kernel_size_max": 35,
+}
+
+
 def alard_lupton_sigmas(
     target_fwhm=None,
     reference_fwhm=None,
     *,
     n_gauss=3,
-    sig_gauss=(0.7, 1.5, 3.0),
-    gauss_beta=2.0,
-    min_sig=0.7,
-    min_sig_deconv=0.4,
-    kernel_size=21,
-    kernel_size_fwhm_scaling=6.0,
-    kernel_size_min=21,
-    kernel_size_max=35,
+    sig_gauss=WIDTH_RULE["sig_gauss"],
+    gauss_beta=WIDTH_RULE["gauss_beta"],
+    min_sig=WIDTH_RULE["min_sig"],
+    min_sig_deconv=WIDTH_RULE["min_sig_deconv"],
+    kernel_size=WIDTH_RULE["kernel_size"],
+    kernel_size_fwhm_scaling=WIDTH_RULE["kernel_size_fwhm_scaling"],
+    kernel_size_min=WIDTH_RULE["kernel_size_min"],
+    kernel_size_max=WIDTH_RULE["kernel_size_max"],
     scale_by_fwhm=True,
 ):
     """Gaussian widths and kernel size from the two PSF FWHMs (host side, plain floats).

@@ -19,7 +19,7 @@ import dataclasses
 import jax
 
 from ..errors import InvalidInputError
-from .basis import n_alard_lupton
+from .basis import WIDTH_RULE, n_alard_lupton
 from .spatial import SPATIAL_MODEL_TYPES, n_spatial_terms
 
 __all__ = ["KernelFitConfig", "KERNEL_BASES", "NUMBER_FIELDS"]
@@ -80,7 +80,7 @@ class KernelFitConfig:
     """
 
     kernel_basis: str = "alard-lupton"
-    kernel_size: int = 21
+    kernel_size: int = WIDTH_RULE["kernel_size"]
     degrees: tuple = (4, 2, 2)
     spatial_kernel_order: int = 1
     spatial_bg_order: int = 2

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .basis import alard_lupton_parts, delta_function_basis
+from .basis import WIDTH_RULE, alard_lupton_parts, delta_function_basis
 from .normal_equations import (
     add_background_column,
     al_raw_design,
@@ -235,4 +235,4 @@ def candidate_coefficients(kernel_coefficients, background_coefficients, p, q):
 
 
 #: ip_diffim's ``alardSigGauss`` default, in pixels.
-DEFAULT_SIGMAS = (0.7, 1.5, 3.0)
+DEFAULT_SIGMAS = WIDTH_RULE["sig_gauss"]

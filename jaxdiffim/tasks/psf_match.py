@@ -10,6 +10,7 @@ left out by the kernel-source selection instead) are left out.
 """
 
 from ..algorithms.kernel_sources import kernel_setup
+from ..core.basis import WIDTH_RULE as _W
 from .base import Task
 from .config_map import kernel_core_config
 from .pex_config import ChoiceField, Config, ConfigChoiceField, Field, ListField
@@ -32,11 +33,15 @@ def _odd(v):
 class PsfMatchConfig(Config):
     """Fields shared by both bases (ip_diffim ``PsfMatchConfig``)."""
 
-    kernelSize = Field("Odd kernel width in pixels (replaced when scaleByFwhm).", int, 21, _odd)
+    kernelSize = Field(
+        "Odd kernel width in pixels (replaced when scaleByFwhm).", int, _W["kernel_size"], _odd
+    )
     scaleByFwhm = Field("Scale kernel size and basis widths with the PSF FWHMs.", bool, True)
-    kernelSizeFwhmScaling = Field("Kernel width = this x largest basis sigma.", float, 6.0)
-    kernelSizeMin = Field("Minimum kernel width.", int, 21)
-    kernelSizeMax = Field("Maximum kernel width.", int, 35)
+    kernelSizeFwhmScaling = Field(
+        "Kernel width = this x largest basis sigma.", float, _W["kernel_size_fwhm_scaling"]
+    )
+    kernelSizeMin = Field("Minimum kernel width.", int, _W["kernel_size_min"])
+    kernelSizeMax = Field("Maximum kernel width.", int, _W["kernel_size_max"])
     spatialModelType = ChoiceField(
         "Spatial model of kernel and background.",
         str,
@@ -64,10 +69,14 @@ class PsfMatchConfigAL(PsfMatchConfig):
 
     alardNGauss = Field("Number of Gaussians.", int, 3, lambda v: v >= 1)
     alardDegGauss = ListField("Polynomial degree per Gaussian.", int, [4, 2, 2], lambda v: v >= 0)
-    alardSigGauss = ListField("Gaussian sigmas (pixels) when not scaled.", float, [0.7, 1.5, 3.0])
-    alardGaussBeta = Field("Ratio of successive sigmas.", float, 2.0, lambda v: v > 0)
-    alardMinSig = Field("Smallest sigma when convolving.", float, 0.7, lambda v: v > 0)
-    alardMinSigDeconv = Field("Smallest sigma when deconvolving.", float, 0.4, lambda v: v > 0)
+    alardSigGauss = ListField(
+        "Gaussian sigmas (pixels) when not scaled.", float, list(_W["sig_gauss"])
+    )
+    alardGaussBeta = Field("Ratio of successive sigmas.", float, _W["gauss_beta"], lambda v: v > 0)
+    alardMinSig = Field("Smallest sigma when convolving.", float, _W["min_sig"], lambda v: v > 0)
+    alardMinSigDeconv = Field(
+        "Smallest sigma when deconvolving.", float, _W["min_sig_deconv"], lambda v: v > 0
+    )
 
     def validate(self):
         super().validate()
