@@ -46,5 +46,6 @@ def test_matches_the_per_star_loop():
     d[60, 60] = np.nan
     got = footprint_residual_ratio(d, s, mask, x, y, 4.5)
     want = reference_ratio(d, s, mask, x, y, 4.5)
-    np.testing.assert_allclose(got.ratios, want, rtol=1e-12)
-    assert got.mean == pytest.approx(want.mean()) and got.std == pytest.approx(want.std())
+    np.testing.assert_allclose(got.ratios, want, rtol=2e-5)  # float32
+    assert got.mean == pytest.approx(want.mean(), rel=2e-5)
+    assert got.std == pytest.approx(want.std(), rel=2e-4)

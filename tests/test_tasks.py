@@ -190,7 +190,7 @@ def test_run_matches_core_in_parent_coordinates(pair):
     np.testing.assert_allclose(ks["x"], cols["x"][ks["index"]] + X0)
     assert task.metadata["convolvedExposure"] == "Template"
     assert task.metadata["differenceFootprintRatioMean"] < 0.02
-    assert "runDuration" in task.metadata and "fit_and_subtractDuration" in task.metadata
+    assert "runDuration" in task.metadata and "fit_subtract_decorrelateDuration" in task.metadata
     _, _, grid = out.psfMatchingKernel.computeImageGrid(2, 2)
     assert grid.shape == (2, 2, 21, 21)
 

@@ -28,24 +28,27 @@ maxima, lowered on small images and for a singular spatial system
 (:mod:`jaxdiffim.algorithms.config`), where ip_diffim goes on with a pseudo-inverse.
 """
 
+import functools
 import logging
 import time
 
 import numpy as np
 
 from ..core import status as st
+from ..core.basis import FWHM_PER_SIGMA
 from ..core.convolve import MaskedImage
-from ..core.pipeline import subtract_images
+from ..core.decorrelation import DECORRELATION_IGNORE_PLANES
+from ..core.masks import bits
+from ..core.pipeline import Decorrelation, subtract_and_decorrelate
 from ..core.preconvolution import preconvolution_kernel, preconvolve
 from ..core.spatial import n_spatial_terms
 from ..core.stamps import make_candidates
-from ..core.subtract import background_image, kernel_image
-from ..errors import KernelFitError, NoWorkFound, SingularSystemError
+from ..errors import KernelFitError, NoWorkFound, SingularSystemError, VarianceScalingError
 from .config import MIN_SOURCES_PER_SPATIAL_TERM, SubtractionConfig
-from .decorrelate import decorrelate_difference
 from .kernel_sources import kernel_setup, kernel_sources, unsmeared_bits
 from .prepare import prepare_inputs
 from .psf_shape import choose_convolution_mode, evaluate_psf
+from .quality import qa_table, summarize_ratios
 from .result import SubtractionResult, finalize_result, solution_metrics, sources_out
 
 __all__ = ["alard_lupton_subtract", "alard_lupton_preconvolve_subtract"]
@@ -173,53 +176,37 @@ def _subtract(template, science, template_psf, science_psf, sources, config, cal
         chosen = kernel_sources(sources, prep, science_psf, kcfg.kernel_size, config, extra_edge)
         timings["sources"] = time.perf_counter() - t1
         t1 = time.perf_counter()
-        diff, solution, kcfg = _fit_and_subtract(
-            template, reference, chosen, sigmas, kcfg, mode, config, metrics, prep.coverage
+        radius = 5.0 * s_fwhm / FWHM_PER_SIGMA  # QA footprints: 5 sigma of the science PSF
+        qa = (*qa_table(chosen["qa_x"], chosen["qa_y"]), radius)
+        program = functools.partial(
+            _fit_once,
+            template,
+            science,
+            reference,
+            chosen,
+            sigmas,
+            mode=mode,
+            config=config,
+            preconvolution=preconv,
+            qa=qa,
         )
+        out, kcfg = _fit_and_subtract(program, chosen, kcfg, config, metrics, prep.coverage)
     except KernelFitError as err:
         _tolerate(err, prep.coverage, config)
         raise
-    timings["fit_and_subtract"] = time.perf_counter() - t1
+    timings["fit_subtract_decorrelate"] = time.perf_counter() - t1
+    solution = out.solution
     solution_metrics(metrics, solution, chosen)
-    if mode == "convolveTemplate":
-        matched_template, matched_science = diff.matched, reference
-        unconvolved, convolved, scale = science, template, 1.0
-        background_scale = 1.0
-    else:
-        kappa = float(solution.kernel_sum)
-        safe = kappa if kappa != 0 else 1.0
-        background_scale = -1.0 / safe
-        matched_template = MaskedImage(
-            template.image / safe, template.variance / safe**2, template.mask
-        )
-        matched_science = diff.matched
-        unconvolved, convolved, scale = template, science, 1.0 / safe**2
-    difference = diff.difference
-    t1 = time.perf_counter()
     if config.do_decorrelation:
-        names = ("science", "template") if unconvolved is science else ("template", "science")
-        varying = config.spatially_varying_decorrelation
-        difference = decorrelate_difference(
-            difference,
-            None if varying else _centre_kernel(solution, kcfg),
-            unconvolved,
-            convolved,
-            names=names,
-            scale=scale,
-            preconvolution=preconv,
-            bad_planes=config.bad_mask_planes,
-            complete=config.complete_var_plane_propagation,
-            spatial=(solution, kcfg, config.decorrelation_nodes) if varying else None,
-        )
-    timings["decorrelate"] = time.perf_counter() - t1
-    background = background_scale * np.asarray(
-        background_image(solution, science.image.shape, kcfg)
-    )
+        _check_mean_variances(out.mean_variances, mode)
+    background_scale = 1.0 if mode == "convolveTemplate" else -1.0 / _safe(solution.kernel_sum)
+    difference = MaskedImage(*(np.asarray(a) for a in out.difference))
+    ratio = summarize_ratios(out.qa_ratios, out.qa_used)
     result = SubtractionResult(
         difference,
-        matched_template,
-        matched_science,
-        background,
+        out.matched_template,
+        out.matched_science,
+        np.asarray(out.background),
         background_scale,
         solution,
         kcfg,
@@ -227,16 +214,31 @@ def _subtract(template, science, template_psf, science_psf, sources, config, cal
         sources_out(chosen, solution),
         metrics,
     )
-    return finalize_result(result, reference, chosen, prep, config, t0)
+    return finalize_result(result, ratio, config, t0)
 
 
-def _centre_kernel(solution, kcfg):
-    b = np.asarray(solution.bbox, float)
-    return kernel_image(solution, (b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0, kcfg)
+def _safe(kappa):
+    kappa = float(kappa)
+    return kappa if kappa != 0 else 1.0
 
 
-def _fit_and_subtract(template, science, chosen, sigmas, kcfg, mode, config, metrics, coverage):
-    """Step 6 with the spatial-order policy; returns the difference, solution and fit config.
+def _check_mean_variances(values, mode):
+    """ip_diffim's check of the decorrelation's mean variances (unconvolved, convolved)."""
+    names = ("science", "template") if mode == "convolveTemplate" else ("template", "science")
+    values = [float(v) for v in np.asarray(values)]
+    for name, value in zip(names, values, strict=True):
+        if not (np.isfinite(value) and value > 0):
+            raise VarianceScalingError(
+                f"The {name} image's variance plane has no usable positive pixels (clipped mean "
+                f"{value}); give a positive variance plane or unmask some pixels."
+            )
+    if values[1] / values[0] > 1e8:
+        log.warning("Decorrelation: variance ratio %.3g exceeds 1e8.", values[1] / values[0])
+
+
+def _fit_and_subtract(program, chosen, kcfg, config, metrics, coverage):
+    """Steps 6-8 (``program(kcfg)``) with the spatial-order policy; returns the program's
+    :class:`~jaxdiffim.core.pipeline.SubtractionArrays` and the fit config used.
 
     Orders are maxima: each is lowered until the kernel sources number at least
     :data:`~jaxdiffim.algorithms.config.MIN_SOURCES_PER_SPATIAL_TERM` per spatial term, and
@@ -261,8 +263,8 @@ def _fit_and_subtract(template, science, chosen, sigmas, kcfg, mode, config, met
         if orders != (kcfg.spatial_kernel_order, kcfg.spatial_bg_order):
             kcfg = kcfg.replace(spatial_kernel_order=orders[0], spatial_bg_order=orders[1])
             reason = f"{n} kernel sources"
-    diff, solution = _fit_once(template, science, chosen, sigmas, kcfg, mode, config)
-    code = int(solution.status)
+    out = program(kcfg)
+    code = int(out.solution.status)
     if code & st.SINGULAR and lower and kcfg != constant:
         reason = "singular spatial system"
         log.warning(
@@ -272,14 +274,14 @@ def _fit_and_subtract(template, science, chosen, sigmas, kcfg, mode, config, met
             st.describe_status(code)[0],
         )
         try:
-            diff, solution = _fit_once(template, science, chosen, sigmas, constant, mode, config)
+            out = program(constant)
         except KernelFitError as err:
             raise SingularSystemError(
                 f"The {len(chosen['x'])} kernel sources do not determine the spatial model and a "
                 f"constant kernel and background failed too ({err}); give a catalogue with more "
                 "isolated stars (sources), or lower detection_threshold."
             ) from err
-        kcfg, code = constant, int(solution.status)
+        kcfg, code = constant, int(out.solution.status)
     if code & st.SINGULAR:
         raise SingularSystemError(
             f"The kernel is not determined by the {len(chosen['x'])} kernel sources "
@@ -298,7 +300,7 @@ def _fit_and_subtract(template, science, chosen, sigmas, kcfg, mode, config, met
             kcfg.spatial_bg_order,
             reason,
         )
-    return diff, solution, kcfg
+    return out, kcfg
 
 
 def _supported_order(order, n_sources, per_term):
@@ -308,19 +310,35 @@ def _supported_order(order, n_sources, per_term):
     return order
 
 
-def _fit_once(template, science, chosen, sigmas, kcfg, mode, config):
-    cands = make_candidates(chosen["x"], chosen["y"], chosen["rating"])
-    return subtract_images(
+def _fit_once(
+    template, science, reference, chosen, sigmas, kcfg, *, mode, config, preconvolution, qa
+):
+    """One run of :func:`jaxdiffim.core.pipeline.subtract_and_decorrelate`; raises a fatal
+    fit status."""
+    decorrelation = None
+    if config.do_decorrelation:
+        decorrelation = Decorrelation(
+            n_nodes=config.decorrelation_nodes if config.spatially_varying_decorrelation else 0,
+            complete=config.complete_var_plane_propagation,
+            fill_bits=bits(config.bad_mask_planes),
+            ignore_bits=bits(DECORRELATION_IGNORE_PLANES),
+        )
+    out = subtract_and_decorrelate(
         template,
         science,
-        cands,
+        make_candidates(chosen["x"], chosen["y"], chosen["rating"]),
         kcfg,
         sigmas,
         mode=mode,
         subtract_background=config.do_subtract_background,
         preserve_bits=unsmeared_bits(config, mode == "convolveTemplate"),
-        check=True,
+        reference=reference,
+        preconvolution=preconvolution,
+        decorrelation=decorrelation,
+        qa=qa,
     )
+    st.raise_for_status(out.solution.status)
+    return out
 
 
 def _tolerate(err, coverage, config):

@@ -14,16 +14,24 @@ subtracted before ``mean |S|`` so that a sky level left in the science image doe
 ratio.
 """
 
+import functools
+import math
 from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from ..core.masks import bits
+from ..core.quality import footprint_ratios
 from ..errors import BadSubtractionError
 
-__all__ = ["FootprintRatio", "footprint_residual_ratio", "check_subtraction_quality"]
-
-_IGNORE = ("EDGE", "NO_DATA", "BAD", "SAT")
+__all__ = [
+    "FootprintRatio",
+    "footprint_residual_ratio",
+    "check_subtraction_quality",
+    "qa_table",
+    "summarize_ratios",
+]
 
 
 class FootprintRatio(NamedTuple):
@@ -34,10 +42,48 @@ class FootprintRatio(NamedTuple):
     ratios: np.ndarray
 
 
+def qa_table(x, y):
+    """The star table of :func:`jaxdiffim.core.quality.footprint_ratios`, padded to a capacity.
+
+    The capacity is the next power of two (at least 16), so that catalogues of similar sizes
+    share one compiled program.
+
+    Returns
+    -------
+    x, y : numpy.ndarray, shape (capacity,), float32
+    valid : numpy.ndarray of bool, shape (capacity,)
+    """
+    x = np.atleast_1d(np.asarray(x, float))
+    y = np.atleast_1d(np.asarray(y, float))
+    n = x.size
+    capacity = max(16, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
+    pad = capacity - n
+    valid = np.arange(capacity) < n
+    return (
+        np.pad(x, (0, pad)).astype(np.float32),
+        np.pad(y, (0, pad)).astype(np.float32),
+        valid,
+    )
+
+
+def summarize_ratios(ratios, used):
+    """:class:`FootprintRatio` from the per-star ratios and their ``used`` flags."""
+    ratios = np.asarray(ratios, float)[np.asarray(used, bool)]
+    if ratios.size == 0:
+        return FootprintRatio(float("nan"), float("nan"), ratios)
+    return FootprintRatio(float(ratios.mean()), float(ratios.std()), ratios)
+
+
+@functools.partial(jax.jit, static_argnames=("square",))
+def _ratios(difference, science, mask, x, y, valid, radius, square):
+    return footprint_ratios(difference, science, mask, x, y, valid, radius, square=square)
+
+
 def footprint_residual_ratio(difference, science, mask, x, y, radius):
     """Per-star ``|mean|D| - sky| / mean|S - median(S)|`` over circular footprints.
 
-    ``sky`` is the mean ``|D|`` over the unmasked pixels outside every footprint.
+    ``sky`` is the mean ``|D|`` over the unmasked pixels outside every footprint. Computed in
+    float32 by :func:`jaxdiffim.core.quality.footprint_ratios`.
 
     Parameters
     ----------
@@ -55,39 +101,18 @@ def footprint_residual_ratio(difference, science, mask, x, y, radius):
     FootprintRatio
         NaN mean/std when no star has a usable footprint.
     """
-    d = np.asarray(difference, float)
-    s = np.asarray(science, float)
-    good = ((np.asarray(mask) & bits(_IGNORE)) == 0) & np.isfinite(d) & np.isfinite(s)
-    absd = np.abs(np.where(good, d, np.nan))
-    s = np.abs(s - (np.median(s[good]) if good.any() else 0.0))
-    r = int(np.ceil(radius))
-    dy, dx = np.mgrid[-r : r + 1, -r : r + 1]
-    disc = dx**2 + dy**2 <= radius**2
-    # every footprint at once: (n stars, n disc pixels) index arrays
-    xi = np.rint(np.atleast_1d(np.asarray(x, float))).astype(np.int64)
-    yi = np.rint(np.atleast_1d(np.asarray(y, float))).astype(np.int64)
-    yy = yi[:, None] + dy[disc][None, :]
-    xx = xi[:, None] + dx[disc][None, :]
-    inside = (yy >= 0) & (yy < d.shape[0]) & (xx >= 0) & (xx < d.shape[1])
-    yy, xx = np.where(inside, yy, 0), np.where(inside, xx, 0)
-    stars = np.zeros(d.shape, bool)
-    stars[yy[inside], xx[inside]] = True
-    sky_pixels = good & ~stars
-    if sky_pixels.any():
-        sky = float(np.mean(absd[sky_pixels]))
-    else:
-        sky = float(np.nanmedian(absd)) if good.any() else np.nan
-    ok = inside & good[yy, xx]
-    count = ok.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_d = np.where(ok, absd[yy, xx], 0.0).sum(axis=1) / count
-        denom = np.where(ok, s[yy, xx], 0.0).sum(axis=1) / count
-        use = (count >= 3) & (denom > 0)
-        ratios = np.abs(mean_d[use] - sky) / denom[use]
-    ratios = np.asarray(ratios)
-    if ratios.size == 0:
-        return FootprintRatio(float("nan"), float("nan"), ratios)
-    return FootprintRatio(float(ratios.mean()), float(ratios.std()), ratios)
+    x, y, valid = qa_table(x, y)
+    ratios, used = _ratios(
+        jnp.asarray(difference, jnp.float32),
+        jnp.asarray(science, jnp.float32),
+        jnp.asarray(mask, jnp.int32),
+        x,
+        y,
+        valid,
+        jnp.float32(radius),
+        int(math.ceil(radius)),
+    )
+    return summarize_ratios(ratios, used)
 
 
 def check_subtraction_quality(ratio, mean_threshold=0.2, std_threshold=0.4):

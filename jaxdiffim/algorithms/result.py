@@ -11,12 +11,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..core.basis import FWHM_PER_SIGMA
 from ..core.config import KernelFitConfig
 from ..core.convolve import MaskedImage
-from ..core.masks import bit
 from ..errors import BadSubtractionError
-from .quality import check_subtraction_quality, footprint_residual_ratio
+from .quality import check_subtraction_quality
 
 __all__ = ["SubtractionResult", "finalize_result", "solution_metrics", "sources_out"]
 
@@ -66,21 +64,6 @@ class SubtractionResult(NamedTuple):
     metrics: dict
 
 
-def _finish(diff, metrics, positions, reference, radius, t_start):
-    """Flag non-finite pixels, QA against ``reference`` (same filtering as ``diff``), timings."""
-    image = np.asarray(diff.image)
-    mask = np.asarray(diff.mask)
-    mask = np.where(np.isfinite(image), mask, mask | bit("NO_DATA")).astype(np.int32)
-    diff = MaskedImage(image, np.asarray(diff.variance), mask)
-    ratio = footprint_residual_ratio(diff.image, reference.image, mask, *positions, radius)
-    metrics["differenceFootprintRatioMean"] = ratio.mean
-    metrics["differenceFootprintRatioStdev"] = ratio.std
-    if not np.isfinite(ratio.mean):
-        log.warning("No source has a usable footprint; the residual ratio is undefined.")
-    metrics["timings"]["total"] = time.perf_counter() - t_start
-    return diff, ratio
-
-
 def solution_metrics(metrics, solution, chosen):
     metrics["nPsfSources"] = int(len(chosen["x"]))
     metrics["kernelSourceSelectionRelaxed"] = bool(chosen.get("relaxed", False))
@@ -102,16 +85,27 @@ def sources_out(chosen, solution):
     }
 
 
-def finalize_result(result, reference, chosen, prep, config, t0):
-    """Finish the result; a QA exception carries the finished result in its ``result``.
+def finalize_result(result, ratio, config, t0):
+    """Record the QA ratio and the total time, and apply the QA policy.
 
-    The footprint ratio is measured on every input source (``chosen["qa_x"/"qa_y"]``), in
-    circles of radius 5 σ of the science PSF, against ``reference``.
+    A QA exception carries the finished result in its ``result`` attribute.
+
+    Parameters
+    ----------
+    result : SubtractionResult
+    ratio : FootprintRatio
+        Footprint residual ratio over every input source (circles of radius 5 σ of the science
+        PSF, measured against the image the kernel was fitted to).
+    config : SubtractionConfig
+    t0 : float
+        ``time.perf_counter()`` at the start.
     """
-    radius = 5.0 * prep.science_size.fwhm / FWHM_PER_SIGMA
-    positions = (chosen["qa_x"], chosen["qa_y"])
-    diff, ratio = _finish(result.difference, result.metrics, positions, reference, radius, t0)
-    result = result._replace(difference=diff)
+    metrics = result.metrics
+    metrics["differenceFootprintRatioMean"] = ratio.mean
+    metrics["differenceFootprintRatioStdev"] = ratio.std
+    if not np.isfinite(ratio.mean):
+        log.warning("No source has a usable footprint; the residual ratio is undefined.")
+    metrics["timings"]["total"] = time.perf_counter() - t0
     if config.raise_on_bad_subtraction_ratio:
         try:
             check_subtraction_quality(

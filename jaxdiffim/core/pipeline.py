@@ -3,22 +3,41 @@
 :func:`subtract_images` composes :func:`jaxdiffim.core.fit.fit_kernel_jit` with
 :mod:`jaxdiffim.core.subtract`, so a scalar loss of the difference image can be differentiated with
 respect to the input images and the basis widths (the candidate selection is held fixed inside
-the fit).
+the fit). :func:`subtract_and_decorrelate` goes on, in the same program, to the decorrelated
+difference, the background image and the per-star QA ratios: everything of the subtraction
+after the kernel sources are chosen, with no host round trip in the middle.
 """
 
 import functools
+from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ..errors import InvalidInputError
 from . import status as st
 from .convolve import MaskedImage
-from .fit import DEFAULT_CONFIG, fit_kernel_jit, prepare_fit_arguments
+from .decorrelation import _mean_variance, decorrelate, decorrelate_spatially
+from .fit import DEFAULT_CONFIG, KernelSolution, fit_kernel_jit, prepare_fit_arguments
+from .masks import bit
 from .precision import fit_precision
-from .subtract import subtract_convolve_science, subtract_convolve_template
+from .preconvolution import fill_masked
+from .quality import footprint_ratios
+from .subtract import (
+    background_image,
+    kernel_image,
+    subtract_convolve_science,
+    subtract_convolve_template,
+)
 
-__all__ = ["MODES", "subtract_images"]
+__all__ = [
+    "MODES",
+    "Decorrelation",
+    "SubtractionArrays",
+    "subtract_and_decorrelate",
+    "subtract_images",
+]
 
 #: Convolution modes of the functional core (``auto`` is decided by the caller from the PSFs).
 MODES = ("convolveTemplate", "convolveScience")
@@ -123,3 +142,252 @@ def subtract_images(
     if check:
         st.raise_for_status(solution.status)
     return diff, solution
+
+
+class Decorrelation(NamedTuple):
+    """Static settings of the decorrelation step of :func:`subtract_and_decorrelate`.
+
+    Attributes
+    ----------
+    n_nodes : int
+        0: one kernel at the centre of the solution's bbox; ``n``: spatially varying on ``n²``
+        nodes (:func:`jaxdiffim.core.decorrelation.decorrelate_spatially`).
+    complete : bool
+        ``completeVarPlanePropagation``.
+    fill_bits : int
+        Pixels with these bits are set to the median before filtering.
+    ignore_bits : int
+        Pixels with these bits are left out of the mean variances.
+    """
+
+    n_nodes: int = 0
+    complete: bool = False
+    fill_bits: int = 0
+    ignore_bits: int = 0
+
+
+class SubtractionArrays(NamedTuple):
+    """Outputs of :func:`subtract_and_decorrelate` (arrays only).
+
+    Attributes
+    ----------
+    difference : MaskedImage
+        The (decorrelated) difference; non-finite pixels carry ``NO_DATA``.
+    matched_template, matched_science : MaskedImage
+        The two images that were subtracted (in convolveScience mode the template divided by
+        the kernel sum κ, and the convolved science image divided by κ).
+    background : Array, shape (H, W)
+        The fitted background with ip_diffim's sign (times ``-1/κ`` in convolveScience mode).
+    solution : KernelSolution
+    mean_variances : Array, shape (2,)
+        Clipped mean variances of the unconvolved and the convolved image (NaN without
+        decorrelation).
+    qa_ratios : Array, shape (n,)
+        Footprint residual ratio of each QA star (NaN where undefined).
+    qa_used : Array of bool, shape (n,)
+    """
+
+    difference: MaskedImage
+    matched_template: MaskedImage
+    matched_science: MaskedImage
+    background: jax.Array
+    solution: KernelSolution
+    mean_variances: jax.Array
+    qa_ratios: jax.Array
+    qa_used: jax.Array
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "mode",
+        "subtract_background",
+        "preserve_bits",
+        "decorrelation",
+        "qa_square",
+    ),
+)
+def _subtract_and_decorrelate(
+    template,
+    science,
+    reference,
+    candidates,
+    sigmas,
+    bbox,
+    config,
+    preconvolution,
+    qa,
+    *,
+    mode,
+    subtract_background,
+    preserve_bits,
+    decorrelation,
+    qa_square,
+):
+    diff, solution = _subtract(
+        template,
+        reference,
+        candidates,
+        sigmas,
+        bbox,
+        config,
+        mode,
+        subtract_background,
+        preserve_bits,
+    )
+    if mode == "convolveTemplate":
+        matched_template, matched_science = diff.matched, reference
+        unconvolved, convolved, scale, background_scale = science, template, 1.0, 1.0
+    else:
+        kappa = solution.kernel_sum.astype(template.image.dtype)
+        safe = jnp.where(kappa != 0, kappa, 1.0)
+        matched_template = MaskedImage(
+            template.image / safe, template.variance / safe**2, template.mask
+        )
+        matched_science = diff.matched
+        unconvolved, convolved, scale = template, science, 1.0 / safe**2
+        background_scale = -1.0 / safe
+    difference = diff.difference
+    dtype = difference.image.dtype
+    s2 = jnp.full(2, jnp.nan, dtype)
+    if decorrelation is not None:
+        s2 = jnp.stack(
+            [
+                _mean_variance(m.variance, m.mask, decorrelation.ignore_bits, 1 << 20)
+                for m in (unconvolved, convolved)
+            ]
+        ).astype(dtype)
+        image = difference.image
+        filled = fill_masked(image, difference.mask, decorrelation.fill_bits)
+        filled = difference._replace(image=jnp.where(jnp.isfinite(image), filled, image))
+        common = (unconvolved.variance, convolved.variance, s2[0], s2[1], preconvolution, scale)
+        if decorrelation.n_nodes:
+            difference = decorrelate_spatially(
+                filled,
+                solution,
+                *common,
+                config=config,
+                n_nodes=decorrelation.n_nodes,
+                complete=decorrelation.complete,
+            )
+        else:
+            b = solution.bbox
+            kernel = kernel_image(solution, (b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0, config)
+            difference = decorrelate(
+                filled, kernel.astype(dtype), *common, complete=decorrelation.complete
+            )
+    image = difference.image
+    mask = jnp.where(jnp.isfinite(image), difference.mask, difference.mask | bit("NO_DATA"))
+    difference = MaskedImage(image, difference.variance, mask.astype(jnp.int32))
+    background = background_scale * background_image(solution, image.shape, config, dtype=dtype)
+    x, y, valid, radius = qa
+    ratios, used = footprint_ratios(
+        image, reference.image, difference.mask, x, y, valid, radius, square=qa_square
+    )
+    return SubtractionArrays(
+        difference,
+        matched_template,
+        matched_science,
+        background.astype(dtype),
+        solution,
+        s2,
+        ratios,
+        used,
+    )
+
+
+def subtract_and_decorrelate(
+    template,
+    science,
+    candidates,
+    config,
+    sigmas,
+    *,
+    mode,
+    subtract_background,
+    preserve_bits=0,
+    reference=None,
+    preconvolution=None,
+    decorrelation=None,
+    qa=None,
+    check=True,
+):
+    """Fit, subtract, decorrelate and measure the QA ratios in one jitted program.
+
+    Everything of ip_diffim's ``AlardLuptonSubtractTask`` after the kernel sources are chosen:
+    :func:`subtract_images`; in convolveScience mode the template and background scaled by
+    ``1/κ``; the bad pixels filled with the median and the difference decorrelated
+    (:mod:`jaxdiffim.core.decorrelation`); non-finite difference pixels flagged ``NO_DATA``;
+    the background image; and :func:`jaxdiffim.core.quality.footprint_ratios` on the QA stars.
+    The fit status is returned, not raised: the caller applies its policies.
+
+    Parameters
+    ----------
+    template, science : MaskedImage
+        Shape (H, W). ``science`` is the image whose variance enters the decorrelation as the
+        science image's (the unfiltered one for a score image).
+    candidates : Candidates
+    config : KernelFitConfig
+    sigmas : array_like
+        Alard-Lupton widths in pixels.
+    mode : {"convolveTemplate", "convolveScience"}
+    subtract_background : bool
+    preserve_bits : int
+        Mask bits of the convolved image copied without smearing.
+    reference : MaskedImage, optional
+        The image the kernel is fitted to and subtracted from (default ``science``; the
+        preconvolved science image for a score image). QA ratios are measured against it.
+    preconvolution : Array, shape (p, p), optional
+        Unit-sum preconvolution kernel (score image).
+    decorrelation : Decorrelation, optional
+        ``None``: no decorrelation.
+    qa : tuple (x, y, valid, radius), optional
+        QA star table (shape (n,) each, see :func:`jaxdiffim.algorithms.quality.qa_table`) and
+        footprint radius in pixels; default an empty table.
+    check : bool
+        Validate the fit inputs on the host.
+
+    Returns
+    -------
+    SubtractionArrays
+    """
+    if mode not in MODES:
+        raise InvalidInputError(f"mode must be one of {MODES}, got {mode!r}.")
+    reference = science if reference is None else reference
+    convolved, fitted_to = (
+        (template, reference) if mode == "convolveTemplate" else (reference, template)
+    )
+    sigmas, bbox = prepare_fit_arguments(
+        convolved.image,
+        fitted_to.image,
+        convolved.variance,
+        fitted_to.variance,
+        candidates,
+        config,
+        sigmas,
+        None,
+        check,
+    )
+    if qa is None:
+        empty = np.zeros(16, np.float32)
+        qa = (empty, empty, np.zeros(16, bool), 1.0)
+    x, y, valid, radius = qa
+    square = max(1, int(np.ceil(float(radius))))
+    qa = (jnp.asarray(x), jnp.asarray(y), jnp.asarray(valid), jnp.float32(radius))
+    with fit_precision():
+        return _subtract_and_decorrelate(
+            template,
+            science,
+            reference,
+            candidates,
+            sigmas,
+            bbox,
+            config,
+            preconvolution,
+            qa,
+            mode=mode,
+            subtract_background=bool(subtract_background),
+            preserve_bits=int(preserve_bits),
+            decorrelation=decorrelation,
+            qa_square=square,
+        )
