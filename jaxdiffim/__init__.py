@@ -13,12 +13,13 @@ The Task layer (ip_diffim's names: :class:`AlardLuptonSubtractTask`, exposures, 
 from .algorithms.alard_lupton import alard_lupton_preconvolve_subtract, alard_lupton_subtract
 from .algorithms.config import SubtractionConfig
 from .algorithms.detection import detect_sources
+from .algorithms.footprints import source_footprints
 from .algorithms.inputs import template_coverage, update_masks
 from .algorithms.psf_estimate import estimate_psf
 from .algorithms.psf_shape import choose_convolution_mode, psf_fwhm, psf_size
 from .algorithms.quality import footprint_residual_ratio
 from .algorithms.result import SubtractionResult
-from .algorithms.scale_variance import scale_variance, source_footprints
+from .algorithms.scale_variance import scale_variance
 from .algorithms.sources import select_kernel_sources
 from .core.basis import (
     FWHM_PER_SIGMA,

@@ -5,16 +5,27 @@ Ports of ``checkTemplateIsSufficient`` and ``AlardLuptonSubtractTask.updateMasks
 is modified in place.
 """
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ..core.masks import MASK_PLANES, PRESERVE_TEMPLATE, RENAME_TEMPLATE, bit, bits
 from ..errors import InvalidInputError, NoWorkFound
 
 __all__ = [
+    "coverage_fraction",
+    "mask_update",
+    "require_coverage",
     "template_coverage",
     "check_template_coverage",
     "update_masks",
 ]
+
+
+def coverage_fraction(template_mask, science_mask):
+    """Jittable :func:`template_coverage` (same-shape integer masks); float32 scalar."""
+    nodata = ((template_mask | science_mask) & bit("NO_DATA")) != 0
+    return 1.0 - jnp.mean(nodata.astype(jnp.float32))
 
 
 def template_coverage(template_mask, science_mask):
@@ -41,15 +52,9 @@ def template_coverage(template_mask, science_mask):
     return 1.0 - float(np.count_nonzero(nodata)) / nodata.size
 
 
-def check_template_coverage(template_mask, science_mask, required_fraction, reason=""):
-    """Raise :class:`NoWorkFound` if the coverage is below ``required_fraction``.
-
-    Returns
-    -------
-    float
-        The coverage fraction.
-    """
-    fraction = template_coverage(template_mask, science_mask)
+def require_coverage(fraction, required_fraction, reason=""):
+    """Raise :class:`NoWorkFound` if the coverage ``fraction`` is below ``required_fraction``."""
+    fraction = float(fraction)
     if fraction < required_fraction:
         raise NoWorkFound(
             f"The template covers {100 * fraction:.1f}% of the science image, less than the "
@@ -58,6 +63,36 @@ def check_template_coverage(template_mask, science_mask, required_fraction, reas
             "(0 always attempts the subtraction)."
         )
     return fraction
+
+
+def check_template_coverage(template_mask, science_mask, required_fraction, reason=""):
+    """Raise :class:`NoWorkFound` if the coverage is below ``required_fraction``.
+
+    Returns
+    -------
+    float
+        The coverage fraction.
+    """
+    return require_coverage(
+        template_coverage(template_mask, science_mask), required_fraction, reason
+    )
+
+
+def mask_update(template_mask, science_mask, preserve=PRESERVE_TEMPLATE, rename=RENAME_TEMPLATE):
+    """Jittable core of :func:`update_masks` (``preserve`` and ``rename`` static)."""
+    t, s = template_mask, science_mask
+    s = s & ~jnp.asarray(bits(("DETECTED", "DETECTED_NEGATIVE")), s.dtype)
+    s = s | jnp.where((s & bit("FAKE")) != 0, bit("INJECTED"), 0).astype(s.dtype)
+    copied = 0
+    pairs = [(name, name + "_TEMPLATE") for name in rename if name + "_TEMPLATE" in MASK_PLANES]
+    pairs.append(("FAKE", "INJECTED_TEMPLATE"))
+    for source, target in pairs:
+        copied |= bit(target)
+        t = t | jnp.where((t & bit(source)) != 0, bit(target), 0).astype(t.dtype)
+    return t & jnp.asarray(bits(preserve) | copied, t.dtype), s
+
+
+_mask_update = jax.jit(mask_update, static_argnames=("preserve", "rename"))
 
 
 def update_masks(
@@ -83,16 +118,7 @@ def update_masks(
     -------
     template_mask, science_mask : numpy arrays (new arrays; the inputs are not modified)
     """
-    t = np.array(template_mask, copy=True)
-    s = np.array(science_mask, copy=True)
-    s &= ~np.asarray(bits(("DETECTED", "DETECTED_NEGATIVE")), s.dtype)
-    s |= np.where((s & bit("FAKE")) != 0, bit("INJECTED"), 0).astype(s.dtype)
-    keep = bits(preserve)
-    copied = 0
-    pairs = [(name, name + "_TEMPLATE") for name in rename if name + "_TEMPLATE" in MASK_PLANES]
-    pairs.append(("FAKE", "INJECTED_TEMPLATE"))
-    for source, target in pairs:
-        copied |= bit(target)
-        t |= np.where((t & bit(source)) != 0, bit(target), 0).astype(t.dtype)
-    t &= np.asarray(keep | copied, t.dtype)
-    return t, s
+    t = np.asarray(template_mask)
+    s = np.asarray(science_mask)
+    new_t, new_s = _mask_update(t, s, tuple(preserve), tuple(rename))
+    return np.asarray(new_t, t.dtype), np.asarray(new_s, s.dtype)

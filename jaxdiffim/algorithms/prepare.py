@@ -6,20 +6,31 @@ source step. Differences: an input without ``DETECTED`` pixels gets source footp
 ScaleVariance only (:func:`detected_mask`), since ip_diffim's inputs always carry them.
 """
 
+import functools
 import logging
 from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ..core.convolve import MaskedImage
 from ..core.masks import bit, bits
 from ..errors import InvalidInputError
-from .inputs import check_template_coverage, update_masks
+from .footprints import footprint_filter, footprint_map
+from .inputs import coverage_fraction, mask_update, require_coverage
 from .photometry import AB_NJY_ZEROPOINT, diffim_limiting_magnitude, limiting_magnitude
 from .psf_shape import evaluate_psf, psf_size
-from .scale_variance import coarse_background, scale_variance, source_footprints
+from .scale_variance import (
+    DEFAULT_BIN_SIZE,
+    DEFAULT_LIMIT,
+    DEFAULT_MASK_PLANES,
+    _background,
+    choose_factor,
+    variance_statistics,
+)
 
-__all__ = ["Prepared", "as_masked", "catalogue_columns", "detected_mask", "prepare_inputs"]
+__all__ = ["Prepared", "as_masked", "catalogue_columns", "prepare_inputs"]
 
 log = logging.getLogger(__name__)
 
@@ -82,40 +93,67 @@ class Prepared(NamedTuple):
     metrics: dict
 
 
-def detected_mask(masked, psf, flat=False):
-    """The mask, with source footprints as ``DETECTED`` if it has no detection planes at all.
+@functools.partial(
+    jax.jit, static_argnames=("sky_bin", "scale", "footprints", "preserve", "rename")
+)
+def _prepare_arrays(
+    template, science, psfs, limit, *, sky_bin, scale, footprints, preserve, rename
+):
+    """Coverage, sky, ScaleVariance and the mask update of both images in one program.
 
-    Only ScaleVariance sees this mask (ip_diffim's inputs always carry ``DETECTED``).
+    ``psfs`` holds the unit-sum PSF of each image at its centre and ``footprints`` the side of
+    the footprint growth (0: the image keeps its mask for ScaleVariance). Returns the two
+    images, the coverage, and per image the sky mean, whether the sky is finite, and
+    :func:`~jaxdiffim.algorithms.scale_variance.variance_statistics`.
     """
-    mask = np.asarray(masked.mask)
-    if np.any(mask & bits(("DETECTED", "DETECTED_NEGATIVE"))):
-        return mask
-    h, w = mask.shape
+    ignored = bits(DEFAULT_MASK_PLANES)
+    flat = bool(sky_bin)  # after the sky subtraction there is no background to fit again
+    coverage = coverage_fraction(template.mask, science.mask)
+    images, skies, stats = [], [], []
+    for masked, psf, size in zip((template, science), psfs, footprints, strict=True):
+        image, mask = masked.image, masked.mask
+        sky_mean, sky_ok = jnp.float32(0.0), jnp.bool_(True)
+        if sky_bin:
+            good = ((mask & ignored) == 0) & jnp.isfinite(image)
+            sky = _background(image, good, sky_bin, extrapolate=True)
+            sky_ok, sky_mean = jnp.all(jnp.isfinite(sky)), jnp.mean(sky)
+            image = (image - sky).astype(image.dtype)
+        variance = masked.variance
+        n, pixel, image_factor = jnp.int32(0), jnp.float32(1.0), jnp.float32(jnp.nan)
+        if scale:
+            if size:  # inputs without any detection plane get source footprints
+                hit = footprint_map(image, variance, mask, psf, 5.0, size, flat) != 0
+                mask = jnp.where(hit, mask | bit("DETECTED"), mask)
+            n, pixel, image_factor = variance_statistics(
+                image, variance, mask, ignored, limit, bin_size=DEFAULT_BIN_SIZE, flat=flat
+            )
+            factor = jnp.where(pixel > limit, image_factor, pixel).astype(variance.dtype)
+            variance = variance * factor
+        images.append(MaskedImage(image, variance, masked.mask))
+        skies.append((sky_mean, sky_ok))
+        stats.append((n, pixel, image_factor))
+    t_mask, s_mask = mask_update(images[0].mask, images[1].mask, preserve, rename)
+    return (
+        images[0]._replace(mask=t_mask),
+        images[1]._replace(mask=s_mask),
+        coverage,
+        skies,
+        stats,
+    )
+
+
+def _footprint_psf(masked, psf):
+    """Unit-sum PSF at the centre and footprint side for an image without detection planes;
+    ``(None, 0)`` when the mask has them (or there is no PSF at the centre)."""
+    if np.any(np.asarray(masked.mask) & bits(("DETECTED", "DETECTED_NEGATIVE"))):
+        return None, 0
+    h, w = masked.image.shape
     try:
         image = evaluate_psf(psf, (w - 1) / 2.0, (h - 1) / 2.0)
     except Exception:  # noqa: BLE001 - no PSF at the centre: leave the mask as it is
-        return mask
-    found = source_footprints(masked.image, masked.variance, mask, image, flat=flat)
-    return np.where(found, mask | bit("DETECTED"), mask).astype(np.int32)
-
-
-def _subtract_sky(masked, bin_size):
-    """``masked`` less its smooth sky (binned 3σ-clipped background); the sky's mean.
-
-    Sources are left out by the clipping (and by ``DETECTED`` where the input has it): the
-    footprints of a PSF-filtered detection mask half of a crowded image, and the bins then
-    follow a gradient worse than the clipped ones do.
-    """
-    sky = np.asarray(
-        coarse_background(masked.image, masked.mask, bin_size=bin_size, extrapolate=True)
-    )
-    if not np.isfinite(sky).all():
-        raise InvalidInputError(
-            "The sky cannot be measured (no usable pixels in some sky bins); set "
-            "subtract_sky=False, or a larger sky_bin_size."
-        )
-    image = (np.asarray(masked.image) - sky).astype(np.asarray(masked.image).dtype)
-    return masked._replace(image=image), float(np.mean(sky))
+        return None, 0
+    p, size = footprint_filter(image)
+    return jnp.asarray(p, jnp.float32), size
 
 
 def prepare_inputs(template, science, template_psf, science_psf, config, calibrations):
@@ -143,41 +181,43 @@ def prepare_inputs(template, science, template_psf, science_psf, config, calibra
             "pixel grid; cut the template to the science bounding box."
         )
     metrics = {}
-    coverage = check_template_coverage(
-        template.mask,
-        science.mask,
-        config.required_template_fraction,
-        "not attempting the subtraction",
+    psfs, sizes = zip(
+        *(
+            _footprint_psf(m, p) if config.do_scale_variance else (None, 0)
+            for m, p in ((template, template_psf), (science, science_psf))
+        ),
+        strict=True,
+    )
+    limit = DEFAULT_LIMIT
+    template, science, coverage, skies, stats = _prepare_arrays(
+        template,
+        science,
+        psfs,
+        jnp.float32(limit),
+        sky_bin=int(config.sky_bin_size) if config.subtract_sky else 0,
+        scale=bool(config.do_scale_variance),
+        footprints=tuple(sizes),
+        preserve=tuple(config.preserve_template_mask),
+        rename=tuple(config.rename_template_mask),
+    )
+    coverage = require_coverage(
+        coverage, config.required_template_fraction, "not attempting the subtraction"
     )
     metrics["templateCoveragePercent"] = 100.0 * coverage
     if config.subtract_sky:
-        template, t_sky = _subtract_sky(template, config.sky_bin_size)
-        science, s_sky = _subtract_sky(science, config.sky_bin_size)
+        if not all(bool(ok) for _, ok in skies):
+            raise InvalidInputError(
+                "The sky cannot be measured (no usable pixels in some sky bins); set "
+                "subtract_sky=False, or a larger sky_bin_size."
+            )
+        t_sky, s_sky = (float(mean) for mean, _ in skies)
         metrics["templateSkyMean"], metrics["scienceSkyMean"] = t_sky, s_sky
         log.info("Sky subtracted: template mean %.4g, science mean %.4g", t_sky, s_sky)
     if config.do_scale_variance:
-        flat = config.subtract_sky  # the sky is gone: no background to fit again
-        t_factor = scale_variance(
-            template.image,
-            template.variance,
-            detected_mask(template, template_psf, flat),
-            flat=flat,
-        )
-        s_factor = scale_variance(
-            science.image,
-            science.variance,
-            detected_mask(science, science_psf, flat),
-            flat=flat,
-        )
-        template = template._replace(variance=template.variance * np.float32(t_factor))
-        science = science._replace(variance=science.variance * np.float32(s_factor))
+        t_factor, s_factor = (choose_factor(*values, limit) for values in stats)
         metrics["scaleTemplateVarianceFactor"] = t_factor
         metrics["scaleScienceVarianceFactor"] = s_factor
         log.info("Variance scaling factors: template %.3f, science %.3f", t_factor, s_factor)
-    t_mask, s_mask = update_masks(
-        template.mask, science.mask, config.preserve_template_mask, config.rename_template_mask
-    )
-    template, science = template._replace(mask=t_mask), science._replace(mask=s_mask)
     h, w = science.image.shape
     bbox = (0.0, 0.0, float(w), float(h))
     grid = dict(grid=config.fwhm_exposure_grid, buffer=config.fwhm_exposure_buffer)

@@ -99,55 +99,12 @@ def _probe_size(size):
 _GUESS_FACTORS = (1.0, 1.5, 0.7, 2.2, 3.2)
 
 
-def estimate_psf(
-    image,
-    variance,
-    mask=None,
-    *,
-    fwhm_guess=4.0,
-    threshold=20.0,
-    max_stars=25,
-    min_stars=3,
-    size=None,
-    saturation=None,
-):
-    """Median-stacked PSF image of the bright isolated stars.
+#: Sides of the central regions searched in turn for stars (the last is the largest).
+_SEARCH_SIZES = (1024, PSF_SEARCH_SIZE)
 
-    Parameters
-    ----------
-    image, variance : array_like, shape (H, W)
-        Sky-subtracted (or not: the stamps' borders set the local sky) image and its variance.
-        Above :data:`PSF_SEARCH_SIZE` pixels on a side, stars are taken from the central
-        ``PSF_SEARCH_SIZE``² region (the PSF at the image's centre, where ip_diffim evaluates
-        it too).
-    mask : array_like of int, optional
-        Core mask planes; ``SAT``, ``BAD``, ``NO_DATA``, ``EDGE`` pixels are avoided.
-    fwhm_guess : float
-        Starting FWHM in pixels (e.g. a header's seeing).
-    threshold : float
-        Detection S/N threshold.
-    max_stars, min_stars : int
-        Stars stacked at most; fewer usable than ``min_stars`` raises.
-    size : int, optional
-        Odd stamp side; default ``2 ceil(3 FWHM) + 1`` (at least 15).
-    saturation : float, optional
-        Pixel level counted as saturated.
 
-    Returns
-    -------
-    psf : ndarray, shape (size, size), float64
-        Unit-sum PSF image centred on its central pixel.
-
-    Raises
-    ------
-    InvalidInputError
-        Fewer than ``min_stars`` usable stars.
-    """
-    # bright isolated stars are everywhere: a central region is searched on large images
-    region = central_region(np.shape(image))
-    img = np.asarray(np.asarray(image)[region], np.float64)
-    var = np.asarray(np.asarray(variance)[region], np.float64)
-    mask = None if mask is None else np.asarray(mask)[region]
+def _find_stars(img, var, mask, fwhm_guess, threshold, saturation, max_stars, min_stars):
+    """Detections of isolated stars and their FWHM (pixels), with a wrong guess retried."""
 
     def detect(fwhm):
         sigma = fwhm / FWHM_PER_SIGMA
@@ -177,23 +134,83 @@ def estimate_psf(
             break
         trial = 2 * int(np.ceil(3 * fwhm)) + 1
         widths = []
-        for stamp in _stamps(img, found.x[:10], found.y[:10], max(trial, 15)):
+        for stamp in _stamps(
+            np.asarray(img, np.float64), found.x[:10], found.y[:10], max(trial, 15)
+        ):
             try:
                 widths.append(psf_fwhm(stamp))
             except InvalidInputError:
                 continue
         if widths:
             fwhm = float(np.median(widths))
-    if found is None or found.x.size < min_stars:
-        n = 0 if found is None else found.x.size
+    return found, fwhm
+
+
+def estimate_psf(
+    image,
+    variance,
+    mask=None,
+    *,
+    fwhm_guess=4.0,
+    threshold=20.0,
+    max_stars=25,
+    min_stars=3,
+    size=None,
+    saturation=None,
+):
+    """Median-stacked PSF image of the bright isolated stars.
+
+    Parameters
+    ----------
+    image, variance : array_like, shape (H, W)
+        Sky-subtracted (or not: the stamps' borders set the local sky) image and its variance.
+        On large images stars are taken from the central 1024² region, or from the central
+        :data:`PSF_SEARCH_SIZE`² region when that has too few (the PSF at the image's centre,
+        where ip_diffim evaluates it too).
+    mask : array_like of int, optional
+        Core mask planes; ``SAT``, ``BAD``, ``NO_DATA``, ``EDGE`` pixels are avoided.
+    fwhm_guess : float
+        Starting FWHM in pixels (e.g. a header's seeing).
+    threshold : float
+        Detection S/N threshold.
+    max_stars, min_stars : int
+        Stars stacked at most; fewer usable than ``min_stars`` raises.
+    size : int, optional
+        Odd stamp side; default ``2 ceil(3 FWHM) + 1`` (at least 15).
+    saturation : float, optional
+        Pixel level counted as saturated.
+
+    Returns
+    -------
+    psf : ndarray, shape (size, size), float64
+        Unit-sum PSF image centred on its central pixel.
+
+    Raises
+    ------
+    InvalidInputError
+        Fewer than ``min_stars`` usable stars.
+    """
+    # bright isolated stars are everywhere: a central region is searched on large images, the
+    # smaller one first
+    for search in _SEARCH_SIZES:
+        region = central_region(np.shape(image), search)
+        img = np.asarray(np.asarray(image)[region], np.float32)
+        var = np.asarray(np.asarray(variance)[region], np.float32)
+        sub_mask = None if mask is None else np.asarray(mask)[region]
+        found, fwhm = _find_stars(
+            img, var, sub_mask, fwhm_guess, threshold, saturation, max_stars, min_stars
+        )
+        if found.x.size >= min_stars or img.shape == np.shape(image)[:2]:
+            break
+    if found.x.size < min_stars:
         raise InvalidInputError(
-            f"Only {n} isolated unsaturated stars with S/N >= {threshold} were found, fewer than "
-            f"{min_stars}; cannot estimate a PSF from the image. Give a PSF file."
+            f"Only {found.x.size} isolated unsaturated stars with S/N >= {threshold} were found, "
+            f"fewer than {min_stars}; cannot estimate a PSF from the image. Give a PSF file."
         )
     side = size if size is not None else max(2 * int(np.ceil(3 * fwhm)) + 1, 15)
     if side % 2 == 0:
         raise InvalidInputError(f"The PSF stamp size must be odd, got {side}.")
-    stamps = _stamps(img, found.x, found.y, side)
+    stamps = _stamps(np.asarray(img, np.float64), found.x, found.y, side)
     if len(stamps) < min_stars:
         raise InvalidInputError(
             f"Only {len(stamps)} stars have complete {side}x{side} stamps, fewer than "

@@ -51,9 +51,10 @@ from ..errors import InvalidInputError, VarianceScalingError
 
 __all__ = [
     "DEFAULT_MASK_PLANES",
+    "choose_factor",
     "coarse_background",
     "scale_variance",
-    "source_footprints",
+    "variance_statistics",
 ]
 
 #: Planes ignored by ``ScaleVarianceTask`` (its ``maskPlanes`` and background ``ignoredPixelMask``).
@@ -64,6 +65,15 @@ _log = logging.getLogger(__name__)
 #: Above this many pixels the quartiles come from a regular subsample (every n-th pixel): the
 #: inter-quartile range of millions of noise pixels is known to 0.1 % from 2 million of them.
 QUARTILE_PIXELS = 1 << 21
+
+#: Pixels per bin from which the clipped mean's starting median and quartiles are taken.
+_START_SAMPLES = 256
+
+#: Largest credible variance factor (``ScaleVarianceConfig.limit``).
+DEFAULT_LIMIT = 10.0
+
+#: Side of the background bins in pixels (meas_algorithms' default for this task).
+DEFAULT_BIN_SIZE = 32
 
 
 # ---------------------------------------------------------------------------------------------
@@ -82,7 +92,9 @@ def _bin_levels(image, good, bin_size, n_sigma=3.0, n_iter=3):
         return a.reshape(nby, nbx, bin_size * bin_size)
 
     x, g = blocks(image), blocks(good)
-    q25, centre, q75 = jnp.moveaxis(masked_quantiles(x, g, (0.25, 0.5, 0.75)), -1, 0)
+    step = max(1, x.shape[-1] // _START_SAMPLES)  # the clip's start from a regular subsample
+    start = masked_quantiles(x[..., ::step], g[..., ::step], (0.25, 0.5, 0.75))
+    q25, centre, q75 = jnp.moveaxis(start, -1, 0)
     half = n_sigma * IQ_TO_STDEV * (q75 - q25)
     mean = centre
     for _ in range(n_iter):
@@ -161,29 +173,114 @@ def _background_jit(image, mask, bad_bits, bin_size, extrapolate):
     return _background(image, good, bin_size, extrapolate)
 
 
-@partial(jax.jit, static_argnames=("bin_size", "image_based", "flat"))
-def _noise_statistics(image, variance, mask, bad_bits, bin_size, image_based, flat=False):
-    """Number of good pixels and the inter-quartile statistics of ``ScaleVarianceTask``.
-
-    Returns ``(n, iqr(snr))`` or, with ``image_based``, ``(n, iqr(residual), median(variance))``.
-    """
+def _iqr_statistics(image, variance, mask, bad_bits, bin_size, image_based, flat):
+    """Inter-quartile statistics of ``ScaleVarianceTask``: ``iqr(snr)``, or with
+    ``image_based`` ``iqr(residual) / sqrt(median(variance))``."""
     if flat:  # the sky was subtracted already
         bg = jnp.zeros_like(image)
     else:
         bg = _background(image, ((mask & bad_bits) == 0) & jnp.isfinite(image), bin_size)
     good = _good_pixels(image, variance, mask, bad_bits).ravel()
     resid = (image - bg).ravel()
-    n = jnp.sum(good)
     # the quartiles of a regular subsample (every step-th pixel) above QUARTILE_PIXELS pixels
     step = max(1, -(-good.size // QUARTILE_PIXELS))
     good, resid, var = good[::step], resid[::step], variance.ravel()[::step]
     if not image_based:
         snr = resid / jnp.sqrt(jnp.where(good, var, 1.0))
         q25, q75 = masked_quantiles(snr, good, (0.25, 0.75))
-        return n, q75 - q25
+        return q75 - q25
     q25, q75 = masked_quantiles(resid, good, (0.25, 0.75))
     (median_var,) = masked_quantiles(var, good, (0.5,))
-    return n, q75 - q25, median_var
+    return (q75 - q25) / jnp.sqrt(median_var)
+
+
+def variance_statistics(image, variance, mask, bad_bits, limit, *, bin_size, flat=False):
+    """Usable pixels and both variance factors of ``ScaleVarianceTask`` (jittable).
+
+    Parameters
+    ----------
+    image, variance : Array, shape (H, W)
+    mask : Array of int, shape (H, W)
+    bad_bits : int
+        Bits of the ignored planes.
+    limit : float
+        Largest credible factor: the image-based factor is computed only above it.
+    bin_size : int
+        Background bin side (static).
+    flat : bool
+        The sky was subtracted already: no background (static).
+
+    Returns
+    -------
+    n : Array of int, shape ()
+        Usable pixels.
+    pixel_factor, image_factor : Array, shape ()
+        ``(0.7413 IQR(image / sqrt(variance)))²`` and ``(0.7413 IQR(image))² / median(variance)``
+        (NaN unless ``pixel_factor > limit``).
+    """
+    n = jnp.sum(_good_pixels(image, variance, mask, bad_bits))
+    args = (image, variance, mask, bad_bits, bin_size)
+    pixel = (IQ_TO_STDEV * _iqr_statistics(*args, False, flat)) ** 2
+    image_factor = jax.lax.cond(
+        pixel > limit,
+        lambda: (IQ_TO_STDEV * _iqr_statistics(*args, True, flat)) ** 2,
+        lambda: jnp.full((), jnp.nan, pixel.dtype),
+    )
+    return n, pixel, image_factor
+
+
+_variance_statistics = jax.jit(variance_statistics, static_argnames=("bin_size", "flat"))
+
+
+def choose_factor(n, pixel_factor, image_factor, limit, mask_planes=DEFAULT_MASK_PLANES):
+    """``ScaleVarianceTask``'s choice between the two factors (host side); raises when neither
+    is credible.
+
+    Parameters
+    ----------
+    n, pixel_factor, image_factor
+        From :func:`variance_statistics`.
+    limit : float
+    mask_planes : sequence of str
+        The ignored planes (for the messages).
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    VarianceScalingError
+    """
+    if int(n) < 2:
+        raise VarianceScalingError(
+            f"No usable pixels for variance scaling ({int(n)} found, 2 needed): the others have "
+            f"one of the planes {tuple(mask_planes)}, a non-finite value, or a non-positive "
+            "variance."
+        )
+    factor = float(pixel_factor)
+    if factor > limit:
+        _log.warning(
+            "Pixel-based variance rescaling factor (%g) exceeds the limit (%g); trying the "
+            "image-based method.",
+            factor,
+            limit,
+        )
+        pixel_factor, factor = factor, float(image_factor)
+        if factor > limit:
+            raise VarianceScalingError(
+                f"Variance rescaling factors exceed the limit {limit:g}: pixel-based "
+                f"{pixel_factor:.4g}, image-based {factor:.4g}. The variance plane does not "
+                "describe the pixel noise: check that it is in the image's units squared "
+                "(gain, photometric calibration), and that sources and defects are masked "
+                f"with {tuple(mask_planes)}."
+            )
+    if not (math.isfinite(factor) and factor > 0):
+        raise VarianceScalingError(
+            f"Variance rescaling factor is {factor}: the selected pixels show no noise "
+            "(zero inter-quartile range), so no credible factor exists."
+        )
+    return factor
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,7 +317,7 @@ def _prepare(image, variance, mask, mask_planes, bin_size):
 
 
 def coarse_background(
-    image, mask, *, bin_size=32, mask_planes=DEFAULT_MASK_PLANES, extrapolate=False
+    image, mask, *, bin_size=DEFAULT_BIN_SIZE, mask_planes=DEFAULT_MASK_PLANES, extrapolate=False
 ):
     """The background model that :func:`scale_variance` subtracts (see the module docstring).
 
@@ -251,8 +348,8 @@ def scale_variance(
     variance,
     mask,
     *,
-    bin_size=32,
-    limit=10.0,
+    bin_size=DEFAULT_BIN_SIZE,
+    limit=DEFAULT_LIMIT,
     mask_planes=DEFAULT_MASK_PLANES,
     flat=False,
 ):
@@ -296,99 +393,7 @@ def scale_variance(
     limit = float(limit)
     if not limit > 0:
         raise InvalidInputError(f"limit must be positive, got {limit}.")
-    n, iqr_snr = _noise_statistics(image, variance, mask, bad_bits, bin_size, False, flat)
-    if int(n) < 2:
-        raise VarianceScalingError(
-            f"No usable pixels for variance scaling ({int(n)} found, 2 needed): the others have "
-            f"one of the planes {tuple(mask_planes)}, a non-finite value, or a non-positive "
-            "variance."
-        )
-    factor = (IQ_TO_STDEV * float(iqr_snr)) ** 2
-    if factor > limit:
-        _log.warning(
-            "Pixel-based variance rescaling factor (%g) exceeds the limit (%g); trying the "
-            "image-based method.",
-            factor,
-            limit,
-        )
-        pixel_factor = factor
-        _, iqr_img, median_var = _noise_statistics(
-            image, variance, mask, bad_bits, bin_size, True, flat
-        )
-        factor = (IQ_TO_STDEV * float(iqr_img)) ** 2 / float(median_var)
-        if factor > limit:
-            raise VarianceScalingError(
-                f"Variance rescaling factors exceed the limit {limit:g}: pixel-based "
-                f"{pixel_factor:.4g}, image-based {factor:.4g}. The variance plane does not "
-                "describe the pixel noise: check that it is in the image's units squared "
-                "(gain, photometric calibration), and that sources and defects are masked "
-                f"with {tuple(mask_planes)}."
-            )
-    if not (math.isfinite(factor) and factor > 0):
-        raise VarianceScalingError(
-            f"Variance rescaling factor is {factor}: the selected pixels show no noise "
-            "(zero inter-quartile range), so no credible factor exists."
-        )
-    return factor
-
-
-def source_footprints(
-    image, variance, mask, psf, *, threshold=5.0, n_sigma_to_grow=2.4, flat=False
-):
-    """Pixels of detected sources, for images that come without a ``DETECTED`` plane.
-
-    ip_diffim's inputs carry ``DETECTED`` from single-frame processing, and ScaleVariance leaves
-    those pixels out. For an image without it (a FITS file from elsewhere, a simulation) this
-    makes the equivalent: the PSF-matched-filter S/N after :func:`coarse_background`,
-    ``|S/N| > threshold`` (both polarities, as afw's 5-sigma detection), grown by
-    ``n_sigma_to_grow`` PSF sigmas (afw's ``nSigmaToGrow``).
-
-    Parameters
-    ----------
-    image, variance : array_like, shape (H, W)
-    mask : array_like of int, shape (H, W)
-    psf : array_like, shape (k, k)
-        PSF image (normalised here).
-    threshold, n_sigma_to_grow : float
-    flat : bool
-        The image's sky was subtracted already: skip the background.
-
-    Returns
-    -------
-    numpy.ndarray of bool, shape (H, W)
-    """
-    from ..core.basis import FWHM_PER_SIGMA
-    from .psf_shape import psf_fwhm
-
-    p = np.asarray(psf, np.float64)
-    p = p / p.sum()
-    sigma = psf_fwhm(p) / FWHM_PER_SIGMA
-    size = 2 * int(math.ceil(n_sigma_to_grow * sigma)) + 1
-    hit = _footprints_jit(
-        jnp.asarray(image, jnp.float32),
-        jnp.asarray(variance, jnp.float32),
-        jnp.asarray(mask, jnp.int32),
-        jnp.asarray(p, jnp.float32),
-        jnp.float32(threshold),
-        size,
-        bool(flat),
+    stats = _variance_statistics(
+        image, variance, mask, bad_bits, jnp.float32(limit), bin_size=bin_size, flat=flat
     )
-    return np.asarray(hit) != 0
-
-
-@partial(jax.jit, static_argnames=("size", "flat"))
-def _footprints_jit(image, variance, mask, p, threshold, size, flat):
-    from ..core.convolve import dilate_mask, fft_correlate
-
-    bad = bits(DEFAULT_MASK_PLANES)
-    good = ((mask & bad) == 0) & jnp.isfinite(image) & jnp.isfinite(variance) & (variance > 0)
-    if flat:
-        background = jnp.zeros_like(image)
-    else:
-        background = _background(image, ((mask & bad) == 0) & jnp.isfinite(image), 32)
-    residual = jnp.where(good, image - background, 0.0)
-    num = fft_correlate(residual, p)
-    den = fft_correlate(jnp.where(good, variance, 0.0), p * p)
-    snr = num / jnp.sqrt(jnp.maximum(den, 1e-30))
-    hit = (jnp.abs(snr) > threshold) & (den > 0)
-    return dilate_mask(hit.astype(jnp.int32), size)
+    return choose_factor(*stats, limit, mask_planes)

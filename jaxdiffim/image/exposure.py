@@ -114,8 +114,8 @@ class Box2I:
 class Image:
     """A pixel array with its origin (afw ``Image``): ``.array`` is indexed ``[y, x]``."""
 
-    def __init__(self, array, xy0=(0, 0), dtype=np.float32):
-        self.array = np.array(array, dtype=dtype)
+    def __init__(self, array, xy0=(0, 0), dtype=np.float32, *, copy=True):
+        self.array = np.array(array, dtype=dtype) if copy else np.asarray(array, dtype)
         if self.array.ndim != 2:
             raise InvalidInputError(f"An image must be 2-D, got shape {self.array.shape}.")
         self.xy0 = (int(xy0[0]), int(xy0[1]))
@@ -144,8 +144,8 @@ class Image:
 class Mask(Image):
     """Integer mask with named bit planes (afw ``Mask``), afw's default plane numbers."""
 
-    def __init__(self, array, xy0=(0, 0), planes=None):
-        super().__init__(array, xy0, dtype=np.int32)
+    def __init__(self, array, xy0=(0, 0), planes=None, *, copy=True):
+        super().__init__(array, xy0, dtype=np.int32, copy=copy)
         self.planes = dict(MASK_PLANES if planes is None else planes)
 
     def getMaskPlaneDict(self):  # noqa: N802
@@ -211,6 +211,8 @@ class Exposure:
         Parent coordinates of pixel ``[0, 0]``.
     metadata : astropy.io.fits.Header, optional
         Header cards carried through to output files.
+    copy : bool
+        Copy the planes (default); ``False`` takes numpy arrays of the right dtype as they are.
     """
 
     def __init__(
@@ -224,20 +226,25 @@ class Exposure:
         band=None,
         xy0=(0, 0),
         metadata=None,
+        *,
+        copy=True,
     ):
-        # copies: the caller's planes are never changed
+        # copies (unless ``copy=False`` for arrays the caller hands over): the caller's planes
+        # are never changed
         self.image = (
-            Image(image.array, image.xy0) if isinstance(image, Image) else Image(image, xy0)
+            Image(image.array, image.xy0, copy=copy)
+            if isinstance(image, Image)
+            else Image(image, xy0, copy=copy)
         )
         xy0 = self.image.xy0
         shape = self.image.array.shape
         if mask is None:
             mask = np.zeros(shape, np.int32)
         planes = mask.planes if isinstance(mask, Mask) else None
-        self.mask = Mask(np.asarray(mask), xy0, planes)
+        self.mask = Mask(np.asarray(mask), xy0, planes, copy=copy)
         if variance is None:
             variance = np.full(shape, np.nan, np.float32)
-        self.variance = Image(np.asarray(variance), xy0)
+        self.variance = Image(np.asarray(variance), xy0, copy=copy)
         for name, plane in (("mask", self.mask), ("variance", self.variance)):
             if plane.array.shape != shape:
                 raise InvalidInputError(
@@ -255,10 +262,11 @@ class Exposure:
     def from_masked(cls, masked, like, psf=None):
         """An exposure of ``masked`` (core planes) with the bbox, WCS, calibration, band and
         header of the exposure ``like``, and the PSF ``psf``."""
-        return cls(
-            np.asarray(masked.image, np.float32),
-            np.asarray(masked.mask, np.int32),
-            np.asarray(masked.variance, np.float32),
+        return cls(  # one copy of each plane, owned by the new exposure
+            np.array(masked.image, np.float32),
+            np.array(masked.mask, np.int32),
+            np.array(masked.variance, np.float32),
+            copy=False,
             psf=psf,
             wcs=like.wcs,
             photoCalib=like.photoCalib,

@@ -103,6 +103,10 @@ def _pair_mean(header, key, reduce=np.mean):
     return value
 
 
+#: Variances whose median fills the variance of pixels without data.
+_FILL_SAMPLES = 1 << 20
+
+
 def estimate_variance(image, header=None):
     """Variance plane of a plain image from its header, else robustly from its pixels.
 
@@ -123,7 +127,7 @@ def estimate_variance(image, header=None):
         can be estimated (give a variance, weight or sigma file).
     """
     header = header if header is not None else fits.Header()
-    img = np.asarray(image, np.float64)
+    img = np.asarray(image, np.float32)
     finite = np.isfinite(img)
     gain = _pair_mean(header, "GAIN")
     gain = gain if gain is not None and gain > 0 else None
@@ -133,10 +137,10 @@ def estimate_variance(image, header=None):
         rn = _pair_mean(header, "RDNOISE") or 0.0
         var = (np.maximum(clean, 0.0) + sky) / gain + (rn / gain) ** 2
         return var.astype(np.float32)
-    values = img[finite]
-    if values.size < 100:
+    n_finite = int(np.count_nonzero(finite))
+    if n_finite < 100:
         raise InvalidInputError(
-            f"Cannot estimate a variance from {values.size} finite pixels; give a variance, "
+            f"Cannot estimate a variance from {n_finite} finite pixels; give a variance, "
             "weight or sigma file."
         )
     # a smooth sky (a gradient, un-subtracted sky) must not inflate the noise: measure it
@@ -153,17 +157,18 @@ def estimate_variance(image, header=None):
             np.where(good, part, np.nan), np.zeros(part.shape, np.int32), extrapolate=True
         )
     )
-    sky_model = np.where(np.isfinite(sky_model), sky_model, np.median(values))
+    if not np.isfinite(sky_model).all():
+        sky_model = np.where(np.isfinite(sky_model), sky_model, np.median(part[good]))
     mad = mad_std((part - sky_model)[good])
     if not mad > 0:
         raise InvalidInputError(
             "The image has no pixel-to-pixel scatter, so its noise cannot be estimated; give a "
             "variance, weight or sigma file."
         )
-    var = np.full(img.shape, mad**2)
+    var = np.full(img.shape, mad**2, np.float32)
     if gain is not None:
-        var += np.maximum(clean - sky_model, 0.0) / gain
-    return var.astype(np.float32)
+        var += np.maximum(clean - sky_model, 0.0) / np.float32(gain)
+    return var
 
 
 def _saturation_mask(image, header):
@@ -219,6 +224,7 @@ def _read_afw(hdul):
         img_hdu.data.astype(np.float32),
         mask,
         var_hdu.data.astype(np.float32),
+        copy=False,  # new arrays
         psf=psf,
         wcs=_wcs(header, xy0),
         photoCalib=_calibration(meta),
@@ -287,12 +293,12 @@ def _read_plain(hdul, path, given, mask):
     hdu = _first_image(hdul, path, "Image")
     header = hdul[0].header.copy() if hdu is not hdul[0] else fits.Header()
     header.update(_carry(hdu.header))
-    image = np.array(hdu.data, np.float64)
+    image = np.array(hdu.data, np.float32)
     bad = ~np.isfinite(image)
     if given:
         kind, aux = given[0]
         data, _ = _aux_plane(aux, kind, image.shape)
-        data = np.asarray(data, np.float64)
+        data = np.array(data, np.float32)  # an owned copy (the exposure takes it over)
         with np.errstate(divide="ignore", invalid="ignore"):
             var = {"variance": data, "weight": 1.0 / data, "sigma": data**2}[kind]
         bad |= ~(np.isfinite(var) & (var > 0))
@@ -310,13 +316,16 @@ def _read_plain(hdul, path, given, mask):
     mask_array |= np.where(bad, 1 << MASK_PLANES["NO_DATA"], 0).astype(np.int32)
     if bad.all():
         raise InvalidInputError(f"Image file {os.fspath(path)!r} has no finite pixels.")
-    fill = float(np.median(var[~bad]))
-    image = np.where(bad, 0.0, image)
-    var = np.where(bad, fill, var)
-    return Exposure(
-        image.astype(np.float32),
+    if bad.any():  # a typical variance (a regular subsample's median) for the holes
+        good_var = var[~bad]
+        fill = float(np.median(good_var[:: max(1, good_var.size // _FILL_SAMPLES)]))
+        image = np.where(bad, np.float32(0.0), image)
+        var = np.where(bad, np.float32(fill), var)
+    return Exposure(  # every plane is a new array here
+        image,
         mask_array,
-        var.astype(np.float32),
+        var.astype(np.float32, copy=False),
+        copy=False,
         wcs=_wcs(header),
         photoCalib=_calibration(header),
         band=_band(header),
