@@ -7,7 +7,9 @@ the cache, a later process on images of the same shapes loads them from disk ins
 - ``$JAXDIFFIM_CACHE_DIR`` when it is set (``off``, ``0``, ``none`` or empty: no cache),
 - else ``$XDG_CACHE_HOME/jaxdiffim/xla`` (``~/.cache/jaxdiffim/xla``),
 
-and caches every program (no minimum compile time or size). It leaves a cache directory the
+and caches every program (no minimum compile time or size); its ``programs`` sub-folder keeps
+the traced programs themselves (:mod:`jaxdiffim.core.programs`), so that a later process does
+not even trace them. It leaves a cache directory the
 user configured in JAX alone, and does nothing once this process has compiled without a cache
 (JAX fixes the cache at its first compilation): call it before any JAX work. The ``jaxdiffim``
 command calls it first thing; ``AlardLuptonSubtractTask`` and the other Tasks call it when
@@ -19,7 +21,12 @@ import os
 
 import jax
 
-__all__ = ["CACHE_ENV", "cache_dir", "enable_compilation_cache"]
+from .core import programs
+
+__all__ = ["CACHE_ENV", "PROGRAMS", "cache_dir", "enable_compilation_cache"]
+
+#: Sub-folder of the cache holding traced programs (:mod:`jaxdiffim.core.programs`).
+PROGRAMS = "programs"
 
 #: Environment variable naming the cache folder (``off`` disables the cache).
 CACHE_ENV = "JAXDIFFIM_CACHE_DIR"
@@ -50,6 +57,7 @@ def enable_compilation_cache():
     """
     configured = jax.config.jax_compilation_cache_dir
     if configured:
+        programs.set_store(os.path.join(configured, PROGRAMS))
         return configured
     path = cache_dir()
     if path is None:
@@ -62,4 +70,5 @@ def enable_compilation_cache():
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    programs.set_store(os.path.join(path, PROGRAMS))
     return path

@@ -1,4 +1,5 @@
-"""The persistent compilation cache: a second ``jaxdiffim subtract`` process compiles nothing."""
+"""The persistent caches: a second ``jaxdiffim subtract`` process compiles nothing, and traces
+none of the stored programs (:mod:`jaxdiffim.core.programs`)."""
 
 import os
 import subprocess
@@ -6,11 +7,11 @@ import sys
 
 from utils import decam_path
 
-from jaxdiffim.cache import CACHE_ENV, cache_dir
+from jaxdiffim.cache import CACHE_ENV, PROGRAMS, cache_dir
 
 #: Runs the CLI on one DECam pair and prints how JAX's persistent cache answered.
 SCRIPT = """
-import io, logging, sys
+import io, logging, re, sys
 stream = io.StringIO()
 handler = logging.StreamHandler(stream)
 handler.setLevel(logging.DEBUG)
@@ -20,7 +21,9 @@ logger.setLevel(logging.DEBUG)
 from jaxdiffim.cli.main import main
 code = main(sys.argv[1:])
 text = stream.getvalue()
-print("RESULT", code, text.count("Cache miss for key"), text.count("Cache hit for key"))
+names = "_subtract_and_decorrelate|_prepare_arrays|_detection_maps_impl"
+traced = len(re.findall(f"Finished tracing (?:\\+ transforming )?(?:{names}) ", text))
+print("RESULT", code, text.count("Cache miss for key"), text.count("Cache hit for key"), traced)
 """
 
 
@@ -32,17 +35,18 @@ def run_cli(tmp_path, cache, output):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT")][-1]
-    code, misses, hits = (int(v) for v in line.split()[1:])
+    code, misses, hits, traced = (int(v) for v in line.split()[1:])
     assert code == 0
-    return misses, hits
+    return misses, hits, traced
 
 
 def test_second_process_compiles_nothing(tmp_path):
     cache = tmp_path / "xla"
-    misses, hits = run_cli(tmp_path, cache, tmp_path / "a.fits")
-    assert misses > 50 and os.listdir(cache)  # a cold cache: every program compiled, stored
-    misses, hits = run_cli(tmp_path, cache, tmp_path / "b.fits")
-    assert misses == 0 and hits > 50
+    misses, hits, traced = run_cli(tmp_path, cache, tmp_path / "a.fits")
+    assert misses > 10 and os.listdir(cache)  # a cold cache: every program compiled, stored
+    assert traced >= 3 and len(os.listdir(cache / PROGRAMS)) >= 3
+    misses, hits, traced = run_cli(tmp_path, cache, tmp_path / "b.fits")
+    assert misses == 0 and hits > 10 and traced == 0
 
 
 def test_cache_folder_from_the_environment(monkeypatch, tmp_path):

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..core import programs
 from ..core.convolve import dilate_mask, fft_correlate
 from ..core.masks import DETECTION_EXCLUDE, bits
 from ..errors import InvalidInputError
@@ -287,7 +288,8 @@ def detect_sources(
     height, width = image.shape
     layout_y = sky_layout(height, background_bin)
     layout_x = sky_layout(width, background_bin)
-    flux_map, sigma_map, snr_map, flag_map = _detection_maps(
+    flux_map, sigma_map, snr_map, flag_map = programs.call(
+        _detection_maps,
         image,
         variance,
         mask,

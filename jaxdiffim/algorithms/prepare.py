@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..core import programs
 from ..core.convolve import MaskedImage
 from ..core.masks import bit, bits
 from ..errors import InvalidInputError
@@ -53,7 +54,11 @@ def as_masked(name, masked, dtype=None):
         )
     if not np.issubdtype(mask.dtype, np.integer):
         raise InvalidInputError(f"{name}.mask must be an integer array, got {mask.dtype}.")
-    return MaskedImage(image.astype(dtype), var.astype(dtype), mask.astype(np.int32))
+    return MaskedImage(  # no copies: nothing here writes into the arrays
+        image.astype(dtype, copy=False),
+        var.astype(dtype, copy=False),
+        mask.astype(np.int32, copy=False),
+    )
 
 
 def catalogue_columns(sources):
@@ -189,7 +194,8 @@ def prepare_inputs(template, science, template_psf, science_psf, config, calibra
         strict=True,
     )
     limit = DEFAULT_LIMIT
-    template, science, coverage, skies, stats = _prepare_arrays(
+    template, science, coverage, skies, stats = programs.call(
+        _prepare_arrays,
         template,
         science,
         psfs,

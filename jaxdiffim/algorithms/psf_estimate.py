@@ -132,18 +132,26 @@ def _find_stars(img, var, mask, fwhm_guess, threshold, saturation, max_stars, mi
             found = detect(fwhm)
         if found.x.size < min_stars:
             break
-        trial = 2 * int(np.ceil(3 * fwhm)) + 1
-        widths = []
-        for stamp in _stamps(
-            np.asarray(img, np.float64), found.x[:10], found.y[:10], max(trial, 15)
-        ):
-            try:
-                widths.append(psf_fwhm(stamp))
-            except InvalidInputError:
-                continue
-        if widths:
-            fwhm = float(np.median(widths))
+        probe, fwhm = fwhm, _measured_fwhm(img, found, fwhm)
+        if abs(fwhm / probe - 1.0) < _PROBE_TOLERANCE:  # the probe fitted: no second pass
+            break
     return found, fwhm
+
+
+#: A detection is repeated with the measured FWHM when it differs from the probe's by more.
+_PROBE_TOLERANCE = 0.25
+
+
+def _measured_fwhm(img, found, fwhm):
+    """Median FWHM (pixels) of the first ten detected stars; ``fwhm`` if none can be measured."""
+    trial = 2 * int(np.ceil(3 * fwhm)) + 1
+    widths = []
+    for stamp in _stamps(np.asarray(img, np.float64), found.x[:10], found.y[:10], max(trial, 15)):
+        try:
+            widths.append(psf_fwhm(stamp))
+        except InvalidInputError:
+            continue
+    return float(np.median(widths)) if widths else fwhm
 
 
 def estimate_psf(

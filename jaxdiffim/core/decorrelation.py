@@ -37,7 +37,6 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy.fft import next_fast_len
 
 from .convolve import MaskedImage, correlate_terms, fft_correlate, term_kernels
 from .masks import bits
@@ -123,11 +122,17 @@ def fill_bad_pixels(difference, bad_planes=("NO_DATA", "BAD", "SAT", "EDGE")):
 
 
 def _fast_size(n):
-    """Smallest even 5-smooth length >= ``n`` (a cheap real FFT; ``scipy.fft.next_fast_len``)."""
-    size = next_fast_len(int(n), real=True)
-    while size % 2:
-        size = next_fast_len(size + 1, real=True)
-    return size
+    """Smallest even 5-smooth length >= ``n`` (a cheap real FFT; what ``scipy.fft``'s
+    ``next_fast_len(n, real=True)`` gives, made even, without importing scipy)."""
+    size = max(2, int(n) + int(n) % 2)
+    while True:
+        rest = size
+        for factor in (2, 3, 5):
+            while rest % factor == 0:
+                rest //= factor
+        if rest == 1:
+            return size
+        size += 2
 
 
 def _origin_padded(kernel, shape):

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import InvalidInputError
+from . import programs
 from . import status as st
 from .convolve import MaskedImage
 from .decorrelation import _mean_variance, decorrelate, decorrelate_spatially
@@ -235,8 +236,8 @@ def _subtract_and_decorrelate(
         subtract_background,
         preserve_bits,
     )
-    if mode == "convolveTemplate":
-        matched_template, matched_science = diff.matched, reference
+    if mode == "convolveTemplate":  # the matched science image is the reference itself
+        matched_template, matched_science = diff.matched, None
         unconvolved, convolved, scale, background_scale = science, template, 1.0, 1.0
     else:
         kappa = solution.kernel_sum.astype(template.image.dtype)
@@ -375,7 +376,8 @@ def subtract_and_decorrelate(
     square = max(1, int(np.ceil(float(radius))))
     qa = (jnp.asarray(x), jnp.asarray(y), jnp.asarray(valid), jnp.float32(radius))
     with fit_precision():
-        return _subtract_and_decorrelate(
+        out = programs.call(
+            _subtract_and_decorrelate,
             template,
             science,
             reference,
@@ -391,3 +393,6 @@ def subtract_and_decorrelate(
             decorrelation=decorrelation,
             qa_square=square,
         )
+    if out.matched_science is None:  # not returned by the program: no copy of the input
+        out = out._replace(matched_science=reference)
+    return out

@@ -14,18 +14,41 @@ import time
 from ..cache import enable_compilation_cache
 from .pex_config import ConfigurableField
 
-__all__ = ["Struct", "Task", "TaskMetadata"]
+__all__ = ["Lazy", "Struct", "Task", "TaskMetadata"]
+
+
+class Lazy:
+    """A :class:`Struct` value computed on first access (e.g. an output image nobody reads)."""
+
+    def __init__(self, make):
+        self.make = make
 
 
 class Struct:
-    """A simple attribute container (``lsst.pipe.base.Struct``)."""
+    """A simple attribute container (``lsst.pipe.base.Struct``).
+
+    A value given as :class:`Lazy` is computed the first time it is read (and kept).
+    """
 
     def __init__(self, **kwargs):
+        lazy = {k: v for k, v in kwargs.items() if isinstance(v, Lazy)}
+        object.__setattr__(self, "_lazy", lazy)
         for key, value in kwargs.items():
-            setattr(self, key, value)
+            if key not in lazy:
+                setattr(self, key, value)
+
+    def __getattr__(self, name):  # only called for attributes not set yet
+        lazy = self.__dict__.get("_lazy", {})
+        if name not in lazy:
+            raise AttributeError(f"Struct has no attribute {name!r}")
+        value = lazy.pop(name).make()
+        setattr(self, name, value)
+        return value
 
     def getDict(self):  # noqa: N802 - pipe_base's name
-        return dict(self.__dict__)
+        for name in list(self._lazy):
+            getattr(self, name)
+        return {k: v for k, v in self.__dict__.items() if k != "_lazy"}
 
     def mergeItems(self, struct, *names):  # noqa: N802
         for name in names:
@@ -35,15 +58,14 @@ class Struct:
         return Struct(**self.getDict())
 
     def __eq__(self, other):
-        return isinstance(other, Struct) and self.__dict__ == other.__dict__
+        return isinstance(other, Struct) and self.getDict() == other.getDict()
 
     def __len__(self):
-        return len(self.__dict__)
+        return len(self.getDict())
 
     def __repr__(self):
-        return (
-            "Struct(" + ", ".join(f"{k}={type(v).__name__}" for k, v in self.__dict__.items()) + ")"
-        )
+        fields = [*(k for k in self.__dict__ if k != "_lazy"), *self._lazy]
+        return "Struct(" + ", ".join(fields) + ")"
 
 
 class TaskMetadata(dict):

@@ -22,7 +22,7 @@ from ..algorithms.config import SubtractionConfig
 from ..errors import InsufficientKernelSourcesError, InvalidInputError
 from ..image.catalog import source_columns
 from ..image.exposure import Exposure
-from .base import Struct, Task
+from .base import Lazy, Struct, Task
 from .config_map import apply_to_task, core_config
 from .decorrelate import DecorrelateALKernelTask
 from .models import BackgroundModel, MatchingKernel
@@ -229,7 +229,8 @@ class AlardLuptonSubtractTask(Task):
     def _run(self, template, science, sources, mode):
         with self.timer("run"):
             _validate_exposures(template, science)
-            template = template[science.getBBox()]
+            if template.getBBox() != science.getBBox():
+                template = template[science.getBBox()]
             columns = None if sources is None else source_columns(sources, science.getXY0())
             try:
                 result = self._call_core(template, science, columns, mode)
@@ -277,16 +278,19 @@ class AlardLuptonSubtractTask(Task):
             }
         )
         matched_psf = science.psf if result.mode == "convolveTemplate" else template.psf
-        out = Struct(
-            matchedTemplate=Exposure.from_masked(result.matched_template, science, matched_psf),
-            matchedScience=Exposure.from_masked(result.matched_science, science, matched_psf),
+
+        def exposure(masked):  # made when first read (the CLI reads only the difference)
+            return Lazy(lambda: Exposure.from_masked(masked, science, matched_psf))
+
+        return Struct(
+            **{self._output: exposure(result.difference)},
+            matchedTemplate=exposure(result.matched_template),
+            matchedScience=exposure(result.matched_science),
             backgroundModel=background,
             psfMatchingKernel=kernel,
             kernelSources=sources,
             mode=result.mode,
         )
-        setattr(out, self._output, Exposure.from_masked(result.difference, science, matched_psf))
-        return out
 
     _output = "difference"
 

@@ -1,0 +1,139 @@
+"""Traced programs kept on disk, so that a new process neither traces nor lowers them again.
+
+JAX's persistent compilation cache skips XLA's compilation in a later process, but every
+process still traces each jitted function and lowers it to StableHLO before it can look the
+program up (about 1 s for the subtraction's programs on a CPU). :func:`call` runs a jitted
+function through :mod:`jax.export` instead: the first process exports the program for the
+arguments' shapes and dtypes and the static settings, and writes it next to the compilation
+cache; a later process reads it and calls it directly. Results are those of the jitted function.
+
+The store is off until :func:`set_store` names a folder (the command line and the Tasks do it
+through :func:`jaxdiffim.cache.enable_compilation_cache`); inside a caller's ``jit``, ``vmap`` or
+``grad`` (any traced argument) the jitted function is called as it is. Keys hold the function,
+the static settings, the argument structure, shapes and dtypes, the JAX version, the backend
+and a hash of jaxdiffim's sources, so an edited or upgraded installation never loads a stale
+program. Files are written atomically; an unreadable file is ignored and rewritten.
+"""
+
+import functools
+import hashlib
+import logging
+import os
+import pathlib
+import pickle
+import tempfile
+
+import jax
+
+__all__ = ["call", "set_store", "store"]
+
+log = logging.getLogger(__name__)
+
+_STATE = {"folder": None}
+_LOADED = {}
+
+
+def set_store(folder):
+    """Keep exported programs in ``folder`` (created if needed); ``None`` turns the store off."""
+    if folder is not None:
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as err:
+            log.warning("Program store disabled: cannot create %s (%s).", folder, err)
+            folder = None
+    _STATE["folder"] = folder
+
+
+def store():
+    """The folder of the exported programs, or ``None`` when the store is off."""
+    return _STATE["folder"]
+
+
+@functools.cache
+def _source_hash():
+    root = pathlib.Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256(jax.__version__.encode())
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _key(function, leaves, tree, static):
+    parts = [
+        _source_hash(),
+        f"{function.__module__}.{function.__qualname__}",
+        repr(sorted(static.items())),
+        str(tree),
+        jax.default_backend(),
+        str(jax.config.jax_enable_x64),
+        *(f"{jax.numpy.shape(x)}:{jax.numpy.result_type(x)}" for x in leaves),
+    ]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:40]
+
+
+def _load(path):
+    try:
+        with open(path, "rb") as handle:
+            blob, out_tree = pickle.load(handle)
+        return jax.export.deserialize(bytearray(blob)), out_tree
+    except Exception as err:  # noqa: BLE001 - a bad file is a cache miss
+        log.debug("Ignoring the stored program %s (%s).", path, err)
+        return None
+
+
+def _save(path, exported, out_tree):
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".program-")
+        with os.fdopen(fd, "wb") as handle:
+            pickle.dump((bytes(exported.serialize()), out_tree), handle)
+        os.replace(tmp, path)
+        tmp = None
+    except ImportError as err:  # serialization needs the flatbuffers package
+        log.warning("Program store disabled: %s", err)
+        _STATE["folder"] = None
+    except Exception as err:  # noqa: BLE001 - caching is an optimisation, never an error
+        log.debug("Could not store the program %s (%s).", path, err)
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def call(jitted, *args, **static):
+    """``jitted(*args, **static)``, through the program store when it is on.
+
+    Parameters
+    ----------
+    jitted : callable
+        A ``jax.jit`` function whose keyword arguments ``static`` are all static.
+    *args
+        Its array arguments (pytrees).
+    **static
+        Its static keyword arguments (hashable, with a faithful ``repr``).
+    """
+    folder = _STATE["folder"]
+    leaves, tree = jax.tree_util.tree_flatten(args)
+    if folder is None or any(isinstance(x, jax.core.Tracer) for x in leaves):
+        return jitted(*args, **static)
+    key = _key(jitted, leaves, tree, static)
+    program = _LOADED.get(key)
+    if program is None:
+        path = os.path.join(folder, key + ".program")
+        program = _load(path) if os.path.exists(path) else None
+        if program is None:
+            out_tree = []
+
+            def flat(*flat_args):
+                out = jitted(*jax.tree_util.tree_unflatten(tree, flat_args), **static)
+                out_leaves, structure = jax.tree_util.tree_flatten(out)
+                out_tree.append(structure)
+                return out_leaves
+
+            flat.__name__ = flat.__qualname__ = getattr(jitted, "__name__", "program")
+            exported = jax.export.export(jax.jit(flat))(*leaves)
+            program = (exported, out_tree[0])
+            _save(path, *program)
+        _LOADED[key] = program
+    exported, out_tree = program
+    return jax.tree_util.tree_unflatten(out_tree, exported.call(*leaves))

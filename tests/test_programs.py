@@ -1,0 +1,69 @@
+"""The store of traced programs (jaxdiffim.core.programs): same results, safe fallbacks."""
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdiffim.core import programs
+from jaxdiffim.core.convolve import MaskedImage
+
+
+@functools.partial(jax.jit, static_argnames=("power",))
+def _program(masked, scale, *, power):
+    return {"out": masked.image**power * scale, "mask": masked.mask | 2}, jnp.sum(masked.variance)
+
+
+@pytest.fixture
+def store(tmp_path):
+    programs.set_store(str(tmp_path / "programs"))
+    programs._LOADED.clear()
+    yield tmp_path / "programs"
+    programs.set_store(None)
+    programs._LOADED.clear()
+
+
+def _args():
+    rng = np.random.default_rng(1)
+    masked = MaskedImage(
+        jnp.asarray(rng.normal(size=(8, 9)), jnp.float32),
+        jnp.ones((8, 9), jnp.float32),
+        jnp.zeros((8, 9), jnp.int32),
+    )
+    return masked, jnp.float32(1.5)
+
+
+def _same(a, b):
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+
+
+def test_stored_program_gives_the_jitted_result(store):
+    want = _program(*_args(), power=2)
+    _same(programs.call(_program, *_args(), power=2), want)  # exported and written
+    assert len(os.listdir(store)) == 1
+    programs._LOADED.clear()  # as a new process: read from the file
+    _same(programs.call(_program, *_args(), power=2), want)
+    programs.call(_program, *_args(), power=3)  # another static setting: another program
+    assert len(os.listdir(store)) == 2
+
+
+def test_a_corrupt_file_is_a_miss(store):
+    programs.call(_program, *_args(), power=2)
+    (path,) = store.iterdir()
+    path.write_bytes(b"not a program")
+    programs._LOADED.clear()
+    _same(programs.call(_program, *_args(), power=2), _program(*_args(), power=2))
+
+
+def test_off_and_under_tracing_call_the_function(store):
+    masked, scale = _args()
+    grad = jax.grad(lambda s: programs.call(_program, masked, s, power=2)[0]["out"].sum())(scale)
+    assert np.isclose(grad, float(jnp.sum(masked.image**2)))
+    assert not os.listdir(store)  # traced arguments never touch the store
+    programs.set_store(None)
+    _same(programs.call(_program, masked, scale, power=2), _program(masked, scale, power=2))
