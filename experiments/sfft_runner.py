@@ -54,6 +54,12 @@ SFFT's own messages go to stderr; stdout gets exactly one line ``JSON {...}`` wi
   loading);
 * ``peak_rss_mb``: ``resource.getrusage(RUSAGE_SELF).ru_maxrss / 1024``;
 * ``n_stars`` and ``fit_fraction``: the stars used and the fraction of pixels fitted.
+
+Cost (2-core VM): with KerPolyOrder = 3 the Numpy backend builds 10² = 100 complex128 N x N
+planes for one block of the normal equations and FFTs them out of place, so peak memory grows as
+N²: 2.3 GB at 512², 7.7 GB at 1024² (about 48-61 s warm), an estimated 30 GB at 2048². The numba
+kernels are compiled for each image size, so the first run at a new size pays 5-15 s of
+compilation even with a warm cache for another size.
 """
 
 import argparse

@@ -127,7 +127,8 @@ def _prepare_arrays(
         n, pixel, image_factor = jnp.int32(0), jnp.float32(1.0), jnp.float32(jnp.nan)
         if scale:
             if size:  # inputs without any detection plane get source footprints
-                hit = footprint_map(image, variance, mask, psf, 5.0, size, flat) != 0
+                grow, binning = size
+                hit = footprint_map(image, variance, mask, psf, 5.0, grow, flat, binning) != 0
                 mask = jnp.where(hit, mask | bit("DETECTED"), mask)
             n, pixel, image_factor = variance_statistics(
                 image, variance, mask, ignored, limit, bin_size=DEFAULT_BIN_SIZE, flat=flat
@@ -157,8 +158,8 @@ def _footprint_psf(masked, psf):
         image = evaluate_psf(psf, (w - 1) / 2.0, (h - 1) / 2.0)
     except Exception:  # noqa: BLE001 - no PSF at the centre: leave the mask as it is
         return None, 0
-    p, size = footprint_filter(image)
-    return jnp.asarray(p, jnp.float32), size
+    p, size, binning = footprint_filter(image)
+    return jnp.asarray(p, jnp.float32), (size, binning)
 
 
 def prepare_inputs(template, science, template_psf, science_psf, config, calibrations):
