@@ -90,10 +90,6 @@ def _detection_maps_impl(
     defined = (coverage > _MIN_COVERAGE) & (var_f > 0)
     sigma = jnp.sqrt(jnp.where(defined, var_f, 1.0))
 
-    def matched_filter(sky):
-        flux = fft_correlate(jnp.where(bad, 0.0, image - sky), psf) / sum_p2
-        return flux, jnp.where(defined, flux / sigma, 0.0)
-
     # Pass 1 finds the sources; pass 2 corrects the sky by the binned clipped mean of the
     # residual outside their footprints (a residual, so that holes in a bin do not move its
     # effective centre along a sky gradient).
@@ -101,11 +97,16 @@ def _detection_maps_impl(
     ignore = bad | sat
     grid, grid_sigma = coarse_sky_grid(jnp.where(ignore, jnp.nan, image), n_bins, size, stride)
     sky = interpolate(grid, coarse_y, coarse_x)
-    _, snr = matched_filter(sky)
-    ignore = ignore | (dilate_mask((snr > _SKY_MASK_SNR).astype(jnp.int32), k) != 0)
+    flux = fft_correlate(jnp.where(bad, 0.0, image - sky), psf) / sum_p2
+    snr = jnp.where(defined, flux / sigma, 0.0)
+    ignore = ignore | (dilate_mask((snr > _SKY_MASK_SNR).astype(jnp.uint8), k) != 0)
     residual = jnp.where(ignore, jnp.nan, image - sky)
-    sky = sky + interpolate(fine_sky_grid(residual, grid_sigma, n_bins, size), fine_y, fine_x)
-    flux, snr = matched_filter(sky)
+    # the correction is bilinear between bin centres: its matched filter is the correction
+    # itself (exact for a linear piece and a symmetric PSF), wherever the PSF footprint has
+    # no bad pixel and lies on the image -- as for every detection kept by the cuts below
+    correction = interpolate(fine_sky_grid(residual, grid_sigma, n_bins, size), fine_y, fine_x)
+    flux = flux - correction * (jnp.sum(psf) / sum_p2)
+    snr = jnp.where(defined, flux / sigma, 0.0)
     sigma = jnp.where(defined, sigma, jnp.inf)
 
     # Strict local maximum with a raster-order tie break (one peak per flat pair).
@@ -120,8 +121,8 @@ def _detection_maps_impl(
             earlier = dy < 0 or (dy == 0 and dx < 0)
             peak = peak & ((snr > nb) if earlier else (snr >= nb))
 
-    near_bad = dilate_mask(bad.astype(jnp.int32), bad_footprint) != 0
-    near_sat = dilate_mask(sat.astype(jnp.int32), k) != 0
+    near_bad = dilate_mask(bad.astype(jnp.uint8), bad_footprint) != 0
+    near_sat = dilate_mask(sat.astype(jnp.uint8), k) != 0
     flags = (
         peak.astype(jnp.uint8)
         | (near_bad.astype(jnp.uint8) << 1)
@@ -208,9 +209,11 @@ def detect_sources(
     2. **Matched filter** with the unit-sum PSF ``P``: at every pixel
        ``F = sum P (I - sky) / sum P²`` and ``var_F = sum P² var / (sum P²)²`` (two
        :func:`~jaxdiffim.core.convolve.fft_correlate` passes), ``snr = F / sqrt(var_F)``. Excluded
-       and
-       non-finite pixels get zero weight (image and variance set to 0 there); where less than
-       half of the ``P²`` weight falls on good pixels the S/N is set to 0.
+       and non-finite pixels get zero weight (image and variance set to 0 there); where less
+       than half of the ``P²`` weight falls on good pixels the S/N is set to 0. ``F`` is
+       filtered once, with the pass-1 sky; the pass-2 correction ``c`` is bilinear, so it
+       enters as ``F - c / sum P²`` (its matched filter wherever the PSF footprint is on good
+       pixels, which the cuts below demand of every detection).
     3. **Peaks**: strict local maxima of the S/N map over 3x3 pixels. Those with
        ``snr >= threshold / 2`` are the neighbours of the isolation test; those with
        ``snr >= threshold`` are candidates.

@@ -106,7 +106,7 @@ def _bin2(a):
 
 @partial(jax.jit, static_argnames=("size", "flat", "binning"))
 def footprint_map(image, variance, mask, p, threshold, size, flat, binning=1):
-    """Jitted core of :func:`source_footprints`: an int32 map, nonzero on footprints.
+    """Jitted core of :func:`source_footprints`: a uint8 map, nonzero on footprints.
 
     ``p``, ``size`` and ``binning`` are those of :func:`footprint_filter`.
     """
@@ -125,7 +125,7 @@ def footprint_map(image, variance, mask, p, threshold, size, flat, binning=1):
     num = fft_correlate(residual, p)
     den = fft_correlate(var, p * p)
     snr = num / jnp.sqrt(jnp.maximum(den, 1e-30))
-    hit = ((jnp.abs(snr) > threshold) & (den > 0)).astype(jnp.int32)
+    hit = ((jnp.abs(snr) > threshold) & (den > 0)).astype(jnp.uint8)
     if binning == 1:
         return dilate_mask(hit, size)
     # grown on the binned grid by the odd side nearest to size / 2, then back to the pixels
