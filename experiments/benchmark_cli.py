@@ -5,16 +5,23 @@ files (Gaussian PSFs 2.0 -> 2.4 px sigma, about N²/20000 stars, 5 % more flux i
 image, un-subtracted sky with a gradient; no variance planes, no PSF files, no catalogue). Then,
 each in a fresh process:
 
-* ``cli_cold``: the CLI with an empty compilation cache (``JAXDIFFIM_CACHE_DIR`` a new folder);
-* ``cli_warm``: the CLI again, with that cache filled;
+* ``cli_cold``: the CLI with an empty cache (``JAXDIFFIM_CACHE_DIR`` a new folder: no compiled
+  and no traced programs);
+* ``cli_warm``: the CLI again, ``--repeat`` times, with that cache filled (median and minimum);
 * ``fft_floor``: one plain N x N FFT convolution (rfft2 of the image and of a zero-padded 21 x 21
   kernel, product, irfft2), median of 5 after a warm-up: the floor the job is compared with;
 * ``in_process``: ``alard_lupton_subtract`` on the same arrays (PSFs from the CLI's estimate)
-  after one warm-up call, with the stage timings of its metrics.
+  after one warm-up call, with the stage timings of its metrics (``prepare``: coverage, sky,
+  ScaleVariance and masks; ``sources``: kernel-source detection and selection;
+  ``fit_subtract_decorrelate``: the one program from the kernel sources to the QA ratios);
+* ``sfft`` (with ``--sfft-python``, at ``--sfft-sizes``): SFFT's CPU backend on the same pair
+  through ``experiments/sfft_runner.py`` in that interpreter (a separate environment, see the
+  runner's docstring), once to compile numba's functions and once measured.
 
 Wall times are measured by the parent process; peak RSS is each child's ``ru_maxrss``. Prints
 JSON with the machine, its load and every figure. Usage:
-``OPENBLAS_NUM_THREADS=1 python experiments/benchmark_cli.py [--sizes 1024 2048]``.
+``OPENBLAS_NUM_THREADS=1 python experiments/benchmark_cli.py [--sizes 1024 2048] [--repeat 3]
+[--sfft-python /tmp/sfftwork/venv/bin/python]``.
 """
 
 import argparse
@@ -107,16 +114,35 @@ def _child(cmd, env=None):
     return wall, rss_kb / 1024.0, proc.stdout
 
 
-def bench(n, folder):
+def _sfft(python, template, science, folder, n):
+    """SFFT's CPU backend on the pair: a numba warm-up run, then the measured one."""
+    runner = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sfft_runner.py")
+    out = os.path.join(folder, f"sfft_{n}.fits")
+    fwhm = [f"{2.3548 * s:.3f}" for s in (2.0, 2.4)]  # the simulated PSFs' widths
+    cmd = [python, runner, template, science, out, "--fwhm-template", fwhm[0]]
+    cmd += ["--fwhm-science", fwhm[1]]
+    for _ in range(2):
+        wall, rss, text = _child(cmd)
+    inner = json.loads([x for x in text.splitlines() if x.startswith("JSON")][-1][5:])
+    return {"wall_s": round(wall, 2), "subtract_s": inner["subtract_s"], "peak_rss_mb": round(rss)}
+
+
+def bench(n, folder, repeat=3, sfft_python=None):
     template, science = simulate(n, folder)
     cache = tempfile.mkdtemp(prefix="xla-", dir=folder)
     env = dict(os.environ, JAXDIFFIM_CACHE_DIR=cache)
     out = os.path.join(folder, f"diff_{n}.fits")
     cli = [sys.executable, "-m", "jaxdiffim", "subtract", template, science, "-o", out]
     row = {"size": n}
-    for label in ("cli_cold", "cli_warm"):
-        wall, rss, _ = _child([*cli, "--overwrite"], env)
-        row[label] = {"wall_s": round(wall, 2), "peak_rss_mb": round(rss)}
+    wall, rss, _ = _child([*cli, "--overwrite"], env)
+    row["cli_cold"] = {"wall_s": round(wall, 2), "peak_rss_mb": round(rss)}
+    runs = [_child([*cli, "--overwrite"], env)[:2] for _ in range(repeat)]
+    walls = sorted(w for w, _ in runs)
+    row["cli_warm"] = {
+        "wall_s": round(walls[len(walls) // 2], 2),
+        "min_wall_s": round(walls[0], 2),
+        "peak_rss_mb": round(max(r for _, r in runs)),
+    }
     _, _, text = _child([sys.executable, "-c", _FFT, str(n)])
     fft = float([x for x in text.splitlines() if x.startswith("SECONDS")][0].split()[1])
     row["fft_floor_s"] = round(fft, 4)
@@ -126,15 +152,29 @@ def bench(n, folder):
     inproc["in_fft_floors"] = round(inproc["total_s"] / fft, 1)
     row["in_process"] = inproc
     row["cli_warm_in_fft_floors"] = round(row["cli_warm"]["wall_s"] / fft, 1)
+    if sfft_python is not None:
+        row["sfft"] = _sfft(sfft_python, template, science, folder, n)
     return row
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096])
+    parser.add_argument("--repeat", type=int, default=3, help="warm CLI runs per size")
+    parser.add_argument("--sfft-python", help="interpreter of an environment with sfft and sep")
+    parser.add_argument(
+        "--sfft-sizes",
+        type=int,
+        nargs="+",
+        default=[1024],
+        help="sizes SFFT runs at (it needs about 8 GB at 1024², 30 GB at 2048²)",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
-        rows = [bench(n, folder) for n in args.sizes]
+        rows = [
+            bench(n, folder, args.repeat, args.sfft_python if n in args.sfft_sizes else None)
+            for n in args.sizes
+        ]
     report = {
         "machine": {
             "platform": platform.platform(),
