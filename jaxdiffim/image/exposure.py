@@ -181,6 +181,8 @@ class Mask(Image):
         known = {n: b for n, b in self.planes.items() if n in MASK_PLANES}
         if all(MASK_PLANES[n] == b for n, b in known.items()):  # same numbering: one pass
             keep = sum(1 << b for b in known.values())
+            if self.array.dtype == np.int32 and not np.any(self.array & ~np.int32(keep)):
+                return self.array  # nothing to drop (the core never writes into it)
             return np.bitwise_and(self.array, keep, dtype=np.int32)
         out = np.zeros(self.array.shape, np.int32)
         for name, number in self.planes.items():
