@@ -35,16 +35,18 @@ import time
 import numpy as np
 
 from ..core import status as st
+from ..core.afterburner import Decorrelation
 from ..core.basis import FWHM_PER_SIGMA
 from ..core.convolve import MaskedImage
 from ..core.decorrelation import DECORRELATION_IGNORE_PLANES
 from ..core.masks import bits
-from ..core.pipeline import Decorrelation, subtract_and_decorrelate
+from ..core.pipeline import subtract_and_decorrelate
 from ..core.preconvolution import preconvolution_kernel, preconvolve
 from ..core.spatial import n_spatial_terms
 from ..core.stamps import make_candidates
-from ..errors import KernelFitError, NoWorkFound, SingularSystemError, VarianceScalingError
+from ..errors import KernelFitError, NoWorkFound, SingularSystemError
 from .config import MIN_SOURCES_PER_SPATIAL_TERM, SubtractionConfig
+from .decorrelate import check_mean_variances
 from .kernel_sources import kernel_setup, kernel_sources, unsmeared_bits
 from .prepare import prepare_inputs
 from .psf_shape import choose_convolution_mode, evaluate_psf
@@ -198,7 +200,8 @@ def _subtract(template, science, template_psf, science_psf, sources, config, cal
     solution = out.solution
     solution_metrics(metrics, solution, chosen)
     if config.do_decorrelation:
-        _check_mean_variances(out.mean_variances, mode)
+        names = ("science", "template") if mode == "convolveTemplate" else ("template", "science")
+        check_mean_variances(out.mean_variances, names)
     background_scale = 1.0 if mode == "convolveTemplate" else -1.0 / _safe(solution.kernel_sum)
     difference = MaskedImage(*(np.asarray(a) for a in out.difference))
     ratio = summarize_ratios(out.qa_ratios, out.qa_used)
@@ -220,20 +223,6 @@ def _subtract(template, science, template_psf, science_psf, sources, config, cal
 def _safe(kappa):
     kappa = float(kappa)
     return kappa if kappa != 0 else 1.0
-
-
-def _check_mean_variances(values, mode):
-    """ip_diffim's check of the decorrelation's mean variances (unconvolved, convolved)."""
-    names = ("science", "template") if mode == "convolveTemplate" else ("template", "science")
-    values = [float(v) for v in np.asarray(values)]
-    for name, value in zip(names, values, strict=True):
-        if not (np.isfinite(value) and value > 0):
-            raise VarianceScalingError(
-                f"The {name} image's variance plane has no usable positive pixels (clipped mean "
-                f"{value}); give a positive variance plane or unmask some pixels."
-            )
-    if values[1] / values[0] > 1e8:
-        log.warning("Decorrelation: variance ratio %.3g exceeds 1e8.", values[1] / values[0])
 
 
 def _fit_and_subtract(program, chosen, kcfg, config, metrics, coverage):

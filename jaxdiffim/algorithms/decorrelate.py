@@ -1,28 +1,77 @@
-"""The decorrelation step on arrays: one dispatch for the subtraction and the Task.
+"""The decorrelation step on arrays, for the Task facade's ``DecorrelateALKernelTask``.
 
-Wraps :func:`jaxdiffim.core.decorrelation.decorrelate` (one kernel) and
-:func:`~jaxdiffim.core.decorrelation.decorrelate_spatially` (a grid of kernels) with what
-ip_diffim's ``DecorrelateALKernelTask.run`` does around them: the clipped mean variances of both
-inputs (checked), and the bad pixels filled with the median before filtering.
+Runs :func:`jaxdiffim.core.afterburner.decorrelate_masked` -- the step the subtraction program
+runs -- on its own, with ip_diffim's checks of the mean variances (:func:`check_mean_variances`,
+which the subtraction shares).
 """
 
+import functools
 import logging
 
+import jax
 import numpy as np
 
-from ..core.decorrelation import (
-    DECORRELATION_IGNORE_PLANES,
-    decorrelate,
-    decorrelate_spatially,
-    fill_bad_pixels,
-    mean_variance,
-)
-from ..core.masks import FILL_BEFORE_FILTERING
+from ..core.afterburner import Decorrelation, decorrelate_masked
+from ..core.decorrelation import DECORRELATION_IGNORE_PLANES, mean_variance
+from ..core.masks import FILL_BEFORE_FILTERING, bits
 from ..errors import VarianceScalingError
 
-__all__ = ["decorrelate_difference"]
+__all__ = ["check_mean_variances", "decorrelate_difference"]
 
 log = logging.getLogger(__name__)
+
+
+def check_mean_variances(values, names):
+    """ip_diffim's check of the decorrelation's mean variances (host side).
+
+    Parameters
+    ----------
+    values : array_like, shape (2,)
+        Mean variances of the unconvolved and the convolved image.
+    names : tuple of 2 str
+        What to call them in the message.
+
+    Raises
+    ------
+    VarianceScalingError
+        A mean variance is not finite and positive.
+    """
+    values = [float(v) for v in np.asarray(values)]
+    for name, value in zip(names, values, strict=True):
+        if not (np.isfinite(value) and value > 0):
+            raise VarianceScalingError(
+                f"The {name} image's variance plane has no usable positive pixels (clipped mean "
+                f"{value}); give a positive variance plane or unmask some pixels."
+            )
+    if values[1] / values[0] > 1e8:
+        log.warning("Decorrelation: variance ratio %.3g exceeds 1e8.", values[1] / values[0])
+
+
+@functools.partial(jax.jit, static_argnames=("settings",))
+def _decorrelate(
+    difference,
+    unconvolved,
+    convolved,
+    settings,
+    kernel,
+    solution,
+    config,
+    sigma2,
+    scale,
+    preconvolution,
+):
+    return decorrelate_masked(
+        difference,
+        unconvolved,
+        convolved,
+        settings,
+        kernel=kernel,
+        solution=solution,
+        config=config,
+        sigma2=sigma2,
+        scale=scale,
+        preconvolution=preconvolution,
+    )
 
 
 def decorrelate_difference(
@@ -40,7 +89,10 @@ def decorrelate_difference(
     complete=False,
     spatial=None,
 ):
-    """Whiten ``difference`` after PSF matching.
+    """Whiten ``difference`` after PSF matching, with ip_diffim's checks.
+
+    Runs :func:`jaxdiffim.core.afterburner.decorrelate_masked` (the step of the subtraction
+    program) in its own jitted call.
 
     Parameters
     ----------
@@ -75,27 +127,33 @@ def decorrelate_difference(
     VarianceScalingError
         An input's variance plane has no usable positive pixels.
     """
-    s2 = []
-    for name, masked, given in zip(names, (unconvolved, convolved), sigma2, strict=True):
-        value = (
-            float(mean_variance(masked.variance, masked.mask, tuple(ignore_planes)))
-            if given is None
-            else float(given)
-        )
-        if not (np.isfinite(value) and value > 0):
-            raise VarianceScalingError(
-                f"The {name} image's variance plane has no usable positive pixels (clipped mean "
-                f"{value}); give a positive variance plane or unmask some pixels."
-            )
-        s2.append(value)
-    if s2[1] / s2[0] > 1e8:
-        log.warning("Decorrelation: variance ratio %.3g exceeds 1e8.", s2[1] / s2[0])
-    common = (unconvolved.variance, convolved.variance, s2[0], s2[1], preconvolution, scale)
-    filled = fill_bad_pixels(difference, tuple(bad_planes))
+    solution = config = None
+    n_nodes = 0
     if spatial is not None:
-        solution, kernel_config, n_nodes = spatial
-        return decorrelate_spatially(
-            filled, solution, *common, config=kernel_config, n_nodes=n_nodes, complete=complete
-        )
-    kernel = np.asarray(kernel).astype(np.asarray(filled.image).dtype)
-    return decorrelate(filled, kernel, *common, complete=complete)
+        solution, config, n_nodes = spatial
+        kernel = None
+    settings = Decorrelation(
+        n_nodes=int(n_nodes),
+        complete=bool(complete),
+        fill_bits=bits(tuple(bad_planes)),
+        ignore_bits=bits(tuple(ignore_planes)),
+    )
+    s2 = [
+        mean_variance(m.variance, m.mask, tuple(ignore_planes)) if given is None else given
+        for m, given in zip((unconvolved, convolved), sigma2, strict=True)
+    ]
+    check_mean_variances(s2, names)
+    dtype = np.asarray(difference.image).dtype
+    out, _ = _decorrelate(
+        difference,
+        unconvolved,
+        convolved,
+        settings,
+        None if kernel is None else np.asarray(kernel, dtype),
+        solution,
+        config,
+        np.asarray([float(v) for v in s2], np.float32),
+        scale,
+        preconvolution,
+    )
+    return out

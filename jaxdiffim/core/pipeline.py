@@ -18,12 +18,11 @@ import numpy as np
 from ..errors import InvalidInputError
 from . import programs
 from . import status as st
+from .afterburner import Decorrelation, decorrelate_masked
 from .convolve import MaskedImage
-from .decorrelation import _mean_variance, decorrelate, decorrelate_spatially
 from .fit import DEFAULT_CONFIG, KernelSolution, fit_kernel_jit, prepare_fit_arguments
 from .masks import bit
 from .precision import fit_precision
-from .preconvolution import fill_masked
 from .quality import footprint_ratios
 from .subtract import (
     background_image,
@@ -145,28 +144,6 @@ def subtract_images(
     return diff, solution
 
 
-class Decorrelation(NamedTuple):
-    """Static settings of the decorrelation step of :func:`subtract_and_decorrelate`.
-
-    Attributes
-    ----------
-    n_nodes : int
-        0: one kernel at the centre of the solution's bbox; ``n``: spatially varying on ``n²``
-        nodes (:func:`jaxdiffim.core.decorrelation.decorrelate_spatially`).
-    complete : bool
-        ``completeVarPlanePropagation``.
-    fill_bits : int
-        Pixels with these bits are set to the median before filtering.
-    ignore_bits : int
-        Pixels with these bits are left out of the mean variances.
-    """
-
-    n_nodes: int = 0
-    complete: bool = False
-    fill_bits: int = 0
-    ignore_bits: int = 0
-
-
 class SubtractionArrays(NamedTuple):
     """Outputs of :func:`subtract_and_decorrelate` (arrays only).
 
@@ -252,31 +229,21 @@ def _subtract_and_decorrelate(
     dtype = difference.image.dtype
     s2 = jnp.full(2, jnp.nan, dtype)
     if decorrelation is not None:
-        s2 = jnp.stack(
-            [
-                _mean_variance(m.variance, m.mask, decorrelation.ignore_bits, 1 << 20)
-                for m in (unconvolved, convolved)
-            ]
-        ).astype(dtype)
-        image = difference.image
-        filled = fill_masked(image, difference.mask, decorrelation.fill_bits)
-        filled = difference._replace(image=jnp.where(jnp.isfinite(image), filled, image))
-        common = (unconvolved.variance, convolved.variance, s2[0], s2[1], preconvolution, scale)
-        if decorrelation.n_nodes:
-            difference = decorrelate_spatially(
-                filled,
-                solution,
-                *common,
-                config=config,
-                n_nodes=decorrelation.n_nodes,
-                complete=decorrelation.complete,
-            )
-        else:
+        kernel = None
+        if not decorrelation.n_nodes:  # one kernel: the one at the centre of the bbox
             b = solution.bbox
             kernel = kernel_image(solution, (b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0, config)
-            difference = decorrelate(
-                filled, kernel.astype(dtype), *common, complete=decorrelation.complete
-            )
+        difference, s2 = decorrelate_masked(
+            difference,
+            unconvolved,
+            convolved,
+            decorrelation,
+            kernel=kernel,
+            solution=solution,
+            config=config,
+            scale=scale,
+            preconvolution=preconvolution,
+        )
     image = difference.image
     mask = jnp.where(jnp.isfinite(image), difference.mask, difference.mask | bit("NO_DATA"))
     difference = MaskedImage(image, difference.variance, mask.astype(jnp.int32))
