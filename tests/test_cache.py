@@ -21,7 +21,7 @@ logger.setLevel(logging.DEBUG)
 from jaxdiffim.cli.main import main
 code = main(sys.argv[1:])
 text = stream.getvalue()
-names = "_subtract_and_decorrelate|_prepare_arrays|_detection_maps_impl"
+names = "_subtract_and_decorrelate|_prepare_arrays|detection_maps_impl"
 traced = len(re.findall(f"Finished tracing (?:\\+ transforming )?(?:{names}) ", text))
 print("RESULT", code, text.count("Cache miss for key"), text.count("Cache hit for key"), traced)
 """

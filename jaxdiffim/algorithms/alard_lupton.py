@@ -152,7 +152,9 @@ def alard_lupton_preconvolve_subtract(
 def _subtract(template, science, template_psf, science_psf, sources, config, calibrations, score):
     t0 = time.perf_counter()
     config = SubtractionConfig() if config is None else config
-    prep = prepare_inputs(template, science, template_psf, science_psf, config, calibrations)
+    prep = prepare_inputs(
+        template, science, template_psf, science_psf, config, calibrations, sources is None
+    )
     template, science, metrics = prep.template, prep.science, prep.metrics
     timings = metrics["timings"] = {"prepare": time.perf_counter() - t0}
     t_fwhm, s_fwhm = prep.template_size.fwhm, prep.science_size.fwhm
@@ -175,7 +177,7 @@ def _subtract(template, science, template_psf, science_psf, sources, config, cal
     sigmas, kcfg = kernel_setup(config, *fwhms)
     t1 = time.perf_counter()
     try:
-        chosen = kernel_sources(sources, prep, science_psf, kcfg.kernel_size, config, extra_edge)
+        chosen = kernel_sources(sources, prep, kcfg.kernel_size, config, extra_edge)
         timings["sources"] = time.perf_counter() - t1
         t1 = time.perf_counter()
         radius = 5.0 * s_fwhm / FWHM_PER_SIGMA  # QA footprints: 5 sigma of the science PSF

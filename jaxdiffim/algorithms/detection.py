@@ -10,24 +10,25 @@ their PSFs are enough to subtract. Coordinates are 0-based array pixels (``x`` t
 
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ..core import programs
-from ..core.convolve import dilate_mask, fft_correlate
 from ..core.masks import DETECTION_EXCLUDE, bits
 from ..errors import InvalidInputError
+from .detection_maps import detection_maps_jit
 from .peaks import gather_3x3, psf_reference, refine_peaks
-from .sky import coarse_sky_grid, fine_sky_grid, interpolate, sky_layout
+from .sky import sky_layout
 from .sources import _check_int, _crowded
 
-__all__ = ["Detections", "detect_sources"]
-
-#: Pixels within a PSF footprint of S/N above this are left out of the second sky estimate.
-_SKY_MASK_SNR = 3.0
-#: Minimum fraction of the PSF² weight on good pixels for the S/N map to be defined.
-_MIN_COVERAGE = 0.5
+__all__ = [
+    "DetectionPlan",
+    "Detections",
+    "detect_sources",
+    "detections_from_maps",
+    "plan_detection",
+    "unit_psf",
+]
 
 
 class Detections(NamedTuple):
@@ -50,90 +51,6 @@ class Detections(NamedTuple):
     flux: np.ndarray
     flux_err: np.ndarray
     snr: np.ndarray
-
-
-# ------------------------------------------------------------------------- shared helpers
-
-
-def _detection_maps_impl(
-    image,
-    variance,
-    mask,
-    psf,
-    exclude_bits,
-    sat_bits,
-    saturation,
-    low_threshold,
-    interp,
-    *,
-    n_bins,
-    size,
-    stride,
-    bad_footprint,
-):
-    """Whole-image part of :func:`detect_sources` (jitted; see there for the method).
-
-    Returns the flux, flux-error and S/N maps (float32) and a uint8 map whose bit 0 marks local
-    S/N maxima >= ``low_threshold``, bit 1 excluded pixels within ``bad_footprint`` and bit 2
-    saturated pixels within the PSF footprint.
-    """
-    k = psf.shape[0]
-    bad = ((mask & exclude_bits) != 0) | ~jnp.isfinite(image) | ~jnp.isfinite(variance)
-    bad = bad | (variance < 0)
-    sat = ((mask & sat_bits) != 0) | (image >= saturation)
-
-    psf2 = psf * psf
-    sum_p2 = jnp.sum(psf2)
-    var0 = jnp.where(bad, 0.0, variance)
-    var_f = fft_correlate(var0, psf2) / (sum_p2 * sum_p2)
-    coverage = fft_correlate((~bad).astype(image.dtype), psf2) / sum_p2
-    defined = (coverage > _MIN_COVERAGE) & (var_f > 0)
-    sigma = jnp.sqrt(jnp.where(defined, var_f, 1.0))
-
-    # Pass 1 finds the sources; pass 2 corrects the sky by the binned clipped mean of the
-    # residual outside their footprints (a residual, so that holes in a bin do not move its
-    # effective centre along a sky gradient).
-    (coarse_y, fine_y), (coarse_x, fine_x) = interp
-    ignore = bad | sat
-    grid, grid_sigma = coarse_sky_grid(jnp.where(ignore, jnp.nan, image), n_bins, size, stride)
-    sky = interpolate(grid, coarse_y, coarse_x)
-    flux = fft_correlate(jnp.where(bad, 0.0, image - sky), psf) / sum_p2
-    snr = jnp.where(defined, flux / sigma, 0.0)
-    ignore = ignore | (dilate_mask((snr > _SKY_MASK_SNR).astype(jnp.uint8), k) != 0)
-    residual = jnp.where(ignore, jnp.nan, image - sky)
-    # the correction is bilinear between bin centres: its matched filter is the correction
-    # itself (exact for a linear piece and a symmetric PSF), wherever the PSF footprint has
-    # no bad pixel and lies on the image -- as for every detection kept by the cuts below
-    correction = interpolate(fine_sky_grid(residual, grid_sigma, n_bins, size), fine_y, fine_x)
-    flux = flux - correction * (jnp.sum(psf) / sum_p2)
-    snr = jnp.where(defined, flux / sigma, 0.0)
-    sigma = jnp.where(defined, sigma, jnp.inf)
-
-    # Strict local maximum with a raster-order tie break (one peak per flat pair).
-    height, width = snr.shape
-    padded = jnp.pad(snr, 1, constant_values=-jnp.inf)
-    peak = snr >= low_threshold
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            if dy == 0 and dx == 0:
-                continue
-            nb = padded[1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width]
-            earlier = dy < 0 or (dy == 0 and dx < 0)
-            peak = peak & ((snr > nb) if earlier else (snr >= nb))
-
-    near_bad = dilate_mask(bad.astype(jnp.uint8), bad_footprint) != 0
-    near_sat = dilate_mask(sat.astype(jnp.uint8), k) != 0
-    flags = (
-        peak.astype(jnp.uint8)
-        | (near_bad.astype(jnp.uint8) << 1)
-        | (near_sat.astype(jnp.uint8) << 2)
-    )
-    return flux, sigma, snr, flags
-
-
-_detection_maps = jax.jit(
-    _detection_maps_impl, static_argnames=("n_bins", "size", "stride", "bad_footprint")
-)
 
 
 def _validate_detection_inputs(image, variance, mask, psf):
@@ -160,6 +77,16 @@ def _validate_detection_inputs(image, variance, mask, psf):
             )
         if not jnp.issubdtype(mask.dtype, jnp.integer):
             raise InvalidInputError(f"mask must be an integer array; got dtype {mask.dtype}.")
+    return (
+        image.astype(jnp.float32),
+        variance.astype(jnp.float32),
+        mask.astype(jnp.int32),
+        unit_psf(psf),
+    )
+
+
+def unit_psf(psf):
+    """``psf`` checked (odd, square, finite, positive sum) and normalised to unit sum."""
     psf = np.asarray(psf, dtype=np.float64)
     if psf.ndim != 2 or psf.shape[0] != psf.shape[1] or psf.shape[0] % 2 == 0 or psf.shape[0] < 3:
         raise InvalidInputError(
@@ -170,12 +97,7 @@ def _validate_detection_inputs(image, variance, mask, psf):
     total = psf.sum()
     if not total > 0:
         raise InvalidInputError(f"psf must have a positive sum; got {total}.")
-    return (
-        image.astype(jnp.float32),
-        variance.astype(jnp.float32),
-        mask.astype(jnp.int32),
-        psf / total,
-    )
+    return psf / total
 
 
 def detect_sources(
@@ -272,6 +194,63 @@ def detect_sources(
         positive sum, or a non-positive threshold.
     """
     image, variance, mask, psf = _validate_detection_inputs(image, variance, mask, psf)
+    plan = plan_detection(
+        image.shape,
+        psf,
+        threshold=threshold,
+        exclude_planes=exclude_planes,
+        saturated_planes=saturated_planes,
+        saturation=saturation,
+        isolation_radius=isolation_radius,
+        edge=edge,
+        max_sources=max_sources,
+        background_bin=background_bin,
+        reject_blends=reject_blends,
+    )
+    maps = programs.call(detection_maps_jit, image, variance, mask, *plan.arrays, **plan.static)
+    return detections_from_maps(maps, plan)
+
+
+class DetectionPlan(NamedTuple):
+    """Everything :func:`detect_sources` needs besides the image (from :func:`plan_detection`).
+
+    Attributes
+    ----------
+    arrays : tuple
+        Traced arguments of :func:`detection_maps` after the image, variance and mask.
+    static : dict
+        Its static keyword arguments.
+    host : dict
+        Settings of the host-side part (:func:`detections_from_maps`).
+    """
+
+    arrays: tuple
+    static: dict
+    host: dict
+
+
+def plan_detection(
+    shape,
+    psf,
+    *,
+    threshold=10.0,
+    exclude_planes=DETECTION_EXCLUDE,
+    saturated_planes=("SAT",),
+    saturation=None,
+    isolation_radius=None,
+    edge=None,
+    max_sources=None,
+    background_bin=64,
+    reject_blends=True,
+):
+    """Validate the settings of :func:`detect_sources` for an image of ``shape`` (host side).
+
+    ``psf`` must be validated and normalised already (odd, square, unit sum).
+
+    Returns
+    -------
+    DetectionPlan
+    """
     threshold = float(threshold)
     if not (np.isfinite(threshold) and threshold > 0):
         raise InvalidInputError(f"threshold must be a positive number; got {threshold!r}.")
@@ -287,27 +266,52 @@ def detect_sources(
     radius = max(5.0, 2.0 * fwhm) if isolation_radius is None else float(isolation_radius)
     if not (np.isfinite(radius) and radius >= 0):
         raise InvalidInputError(f"isolation_radius must be >= 0; got {isolation_radius!r}.")
-
-    height, width = image.shape
+    height, width = shape
     layout_y = sky_layout(height, background_bin)
     layout_x = sky_layout(width, background_bin)
-    flux_map, sigma_map, snr_map, flag_map = programs.call(
-        _detection_maps,
-        image,
-        variance,
-        mask,
+    arrays = (
         jnp.asarray(psf, jnp.float32),
         bits(exclude_planes),
         bits(saturated_planes),
         jnp.float32(sat_level),
         jnp.float32(0.5 * threshold),
         (layout_y[3:], layout_x[3:]),
+    )
+    static = dict(
         n_bins=(layout_y[0], layout_x[0]),
         size=(layout_y[1], layout_x[1]),
         stride=(layout_y[2], layout_x[2]),
         bad_footprint=k + 2,
     )
+    host = dict(
+        threshold=threshold,
+        edge=edge,
+        radius=radius,
+        curvature=curvature,
+        noise=noise,
+        reject_blends=bool(reject_blends),
+        max_sources=max_sources,
+    )
+    return DetectionPlan(arrays, static, host)
+
+
+def detections_from_maps(maps, plan):
+    """The host-side part of :func:`detect_sources`: peaks, refinement and cuts.
+
+    Parameters
+    ----------
+    maps : tuple of 4 arrays, shape (H, W)
+        From :func:`detection_maps`.
+    plan : DetectionPlan
+
+    Returns
+    -------
+    Detections
+    """
+    flux_map, sigma_map, snr_map, flag_map = maps
+    threshold, edge, radius = plan.host["threshold"], plan.host["edge"], plan.host["radius"]
     flag_map = np.asarray(flag_map)
+    height, width = flag_map.shape
     py, px = np.nonzero(flag_map & 1)
     interior = (py >= 1) & (py <= height - 2) & (px >= 1) & (px <= width - 2)
     py, px = py[interior], px[interior]
@@ -328,7 +332,9 @@ def detect_sources(
     values = np.asarray(values, np.float64)[:n]
     err = np.asarray(err, np.float64)[:n]
     snr_pix = np.asarray(snr_pix, np.float64)[:n]
-    dx, dy, flux, shape_ok = refine_peaks(values, snr_pix, curvature, noise)
+    dx, dy, flux, shape_ok = refine_peaks(
+        values, snr_pix, plan.host["curvature"], plan.host["noise"]
+    )
     x = px + dx
     y = py + dy
 
@@ -337,14 +343,14 @@ def detect_sources(
     distance = np.minimum(np.minimum(x, width - 1 - x), np.minimum(y, height - 1 - y))
     keep &= distance >= edge
     keep &= ~_crowded(x, y, radius, flux)
-    if reject_blends:
+    if plan.host["reject_blends"]:
         keep &= shape_ok
     keep &= np.isfinite(flux) & np.isfinite(err) & (err > 0)
 
     idx = np.nonzero(keep)[0]
     snr = flux[idx] / err[idx]
     order = np.argsort(-snr, kind="stable")
-    if max_sources is not None:
-        order = order[:max_sources]
+    if plan.host["max_sources"] is not None:
+        order = order[: plan.host["max_sources"]]
     idx = idx[order]
     return Detections(x[idx], y[idx], flux[idx], err[idx], snr[order])

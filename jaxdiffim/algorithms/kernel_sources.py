@@ -14,9 +14,8 @@ import numpy as np
 from ..core.basis import alard_lupton_sigmas
 from ..core.masks import MASK_PLANES, bits
 from ..errors import InsufficientKernelSourcesError
-from .detection import detect_sources
+from .detection import detections_from_maps
 from .prepare import catalogue_columns
-from .psf_shape import evaluate_psf
 from .sources import select_kernel_sources
 
 __all__ = ["kernel_setup", "kernel_sources", "unsmeared_bits"]
@@ -55,7 +54,7 @@ def kernel_setup(config, convolved_fwhm, reference_fwhm):
     return np.asarray(sigmas, float), config.kernel.replace(kernel_size=int(size))
 
 
-def kernel_sources(sources, prep, science_psf, kernel_size, config, extra_edge=0):
+def kernel_sources(sources, prep, kernel_size, config, extra_edge=0):
     """Select kernel sources from ``sources``, or detect them on the science image.
 
     Without an ``isolated`` column a source counts as isolated when no other catalogue source
@@ -78,16 +77,8 @@ def kernel_sources(sources, prep, science_psf, kernel_size, config, extra_edge=0
     """
     science, template = prep.science, prep.template
     mask = np.asarray(science.mask) | np.asarray(template.mask)
-    if sources is None:
-        h, w = science.image.shape
-        psf = evaluate_psf(science_psf, (w - 1) / 2.0, (h - 1) / 2.0)
-        found = detect_sources(
-            science.image,
-            science.variance,
-            science.mask,
-            np.asarray(psf),
-            threshold=config.detection_threshold,
-        )
+    if sources is None:  # the prepare program made the detection maps (prep.detection)
+        found = detections_from_maps(*prep.detection)
         x, y, snr, rating = found.x, found.y, found.snr, found.flux
         flags = isolated = None
         log.info("Detected %d candidate kernel sources on the science image.", x.size)

@@ -18,6 +18,8 @@ from ..core import programs
 from ..core.convolve import MaskedImage
 from ..core.masks import bit, bits
 from ..errors import InvalidInputError
+from .detection import plan_detection, unit_psf
+from .detection_maps import detection_maps_impl
 from .footprints import footprint_filter, footprint_map
 from .inputs import coverage_fraction, mask_update, require_coverage
 from .photometry import AB_NJY_ZEROPOINT, diffim_limiting_magnitude, limiting_magnitude
@@ -31,7 +33,7 @@ from .scale_variance import (
     variance_statistics,
 )
 
-__all__ = ["Prepared", "as_masked", "catalogue_columns", "prepare_inputs"]
+__all__ = ["Prepared", "as_masked", "catalogue_columns", "detection_plan", "prepare_inputs"]
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +90,9 @@ def _zeropoint(calibration):
 
 class Prepared(NamedTuple):
     """The inputs after ip_diffim's ``_prepareInputs``: rescaled variances, updated masks,
-    PSF sizes, coverage and the metrics so far."""
+    PSF sizes, coverage and the metrics so far; and, when asked for, the built-in detector's
+    maps of the prepared science image with their plan (for
+    :func:`~jaxdiffim.algorithms.detection.detections_from_maps`)."""
 
     template: MaskedImage
     science: MaskedImage
@@ -96,13 +100,26 @@ class Prepared(NamedTuple):
     science_size: object
     coverage: float
     metrics: dict
+    detection: tuple = None
 
 
 @functools.partial(
-    jax.jit, static_argnames=("sky_bin", "scale", "footprints", "preserve", "rename")
+    jax.jit,
+    static_argnames=("sky_bin", "scale", "footprints", "preserve", "rename", "detect"),
 )
 def _prepare_arrays(
-    template, science, psfs, limit, *, sky_bin, scale, footprints, preserve, rename
+    template,
+    science,
+    psfs,
+    limit,
+    detection,
+    *,
+    sky_bin,
+    scale,
+    footprints,
+    preserve,
+    rename,
+    detect,
 ):
     """Coverage, sky, ScaleVariance and the mask update of both images in one program.
 
@@ -139,13 +156,13 @@ def _prepare_arrays(
         skies.append((sky_mean, sky_ok))
         stats.append((n, pixel, image_factor))
     t_mask, s_mask = mask_update(images[0].mask, images[1].mask, preserve, rename)
-    return (
-        images[0]._replace(mask=t_mask),
-        images[1]._replace(mask=s_mask),
-        coverage,
-        skies,
-        stats,
-    )
+    science = images[1]._replace(mask=s_mask)
+    maps = None
+    if detect:  # the built-in detector's maps of the prepared science image
+        maps = detection_maps_impl(
+            science.image, science.variance, science.mask, *detection, **dict(detect)
+        )
+    return images[0]._replace(mask=t_mask), science, coverage, skies, stats, maps
 
 
 def _footprint_psf(masked, psf):
@@ -162,9 +179,20 @@ def _footprint_psf(masked, psf):
     return jnp.asarray(p, jnp.float32), (size, binning)
 
 
-def prepare_inputs(template, science, template_psf, science_psf, config, calibrations):
+def detection_plan(shape, science_psf, config):
+    """The built-in detector's plan for the science image: its PSF at the centre, the config's
+    ``detection_threshold``."""
+    h, w = shape
+    psf = unit_psf(evaluate_psf(science_psf, (w - 1) / 2.0, (h - 1) / 2.0))
+    return plan_detection(shape, psf, threshold=config.detection_threshold)
+
+
+def prepare_inputs(
+    template, science, template_psf, science_psf, config, calibrations, detect=False
+):
     """Steps 1-3 of ip_diffim's ``_prepareInputs``: validate, coverage, ScaleVariance, masks, PSF
-    sizes.
+    sizes; with ``detect``, also the detector's maps of the prepared science image (step 5
+    without a catalogue), in the same program.
 
     Parameters
     ----------
@@ -174,6 +202,8 @@ def prepare_inputs(template, science, template_psf, science_psf, config, calibra
     config : SubtractionConfig
     calibrations : tuple of 2 floats
         Science and template calibrations in nJy per count.
+    detect : bool
+        Run the built-in detector's whole-image part (no catalogue given).
 
     Returns
     -------
@@ -187,6 +217,7 @@ def prepare_inputs(template, science, template_psf, science_psf, config, calibra
             "pixel grid; cut the template to the science bounding box."
         )
     metrics = {}
+    detection = detection_plan(science.image.shape, science_psf, config) if detect else None
     psfs, sizes = zip(
         *(
             _footprint_psf(m, p) if config.do_scale_variance else (None, 0)
@@ -195,17 +226,19 @@ def prepare_inputs(template, science, template_psf, science_psf, config, calibra
         strict=True,
     )
     limit = DEFAULT_LIMIT
-    template, science, coverage, skies, stats = programs.call(
+    template, science, coverage, skies, stats, maps = programs.call(
         _prepare_arrays,
         template,
         science,
         psfs,
         jnp.float32(limit),
+        None if detection is None else detection.arrays,
         sky_bin=int(config.sky_bin_size) if config.subtract_sky else 0,
         scale=bool(config.do_scale_variance),
         footprints=tuple(sizes),
         preserve=tuple(config.preserve_template_mask),
         rename=tuple(config.rename_template_mask),
+        detect=None if detection is None else tuple(sorted(detection.static.items())),
     )
     coverage = require_coverage(
         coverage, config.required_template_fraction, "not attempting the subtraction"
@@ -245,4 +278,5 @@ def prepare_inputs(template, science, template_psf, science_psf, config, calibra
     metrics["scienceLimitingMagnitude"] = mags[0]
     metrics["templateLimitingMagnitude"] = mags[1]
     metrics["diffimLimitingMagnitude"] = diffim_limiting_magnitude(*mags)
-    return Prepared(template, science, t_size, s_size, coverage, metrics)
+    detected = None if detection is None else (maps, detection)
+    return Prepared(template, science, t_size, s_size, coverage, metrics, detected)
