@@ -54,8 +54,9 @@ class Detections(NamedTuple):
 
 
 def _validate_detection_inputs(image, variance, mask, psf):
-    image = jnp.asarray(image)
-    variance = jnp.asarray(variance)
+    # host-side checks in numpy (no device program); the detector's program converts
+    image = np.asarray(image)
+    variance = np.asarray(variance)
     if image.ndim != 2:
         raise InvalidInputError(f"image must be 2-D; got shape {image.shape}.")
     if variance.shape != image.shape:
@@ -68,9 +69,9 @@ def _validate_detection_inputs(image, variance, mask, psf):
         ):
             raise InvalidInputError(f"{name} must be real-valued; got dtype {arr.dtype}.")
     if mask is None:
-        mask = jnp.zeros(image.shape, jnp.int32)
+        mask = np.zeros(image.shape, np.int32)
     else:
-        mask = jnp.asarray(mask)
+        mask = np.asarray(mask)
         if mask.shape != image.shape:
             raise InvalidInputError(
                 f"mask has shape {mask.shape}; expected the image shape {image.shape}."
@@ -78,9 +79,9 @@ def _validate_detection_inputs(image, variance, mask, psf):
         if not jnp.issubdtype(mask.dtype, jnp.integer):
             raise InvalidInputError(f"mask must be an integer array; got dtype {mask.dtype}.")
     return (
-        image.astype(jnp.float32),
-        variance.astype(jnp.float32),
-        mask.astype(jnp.int32),
+        image.astype(np.float32, copy=False),
+        variance.astype(np.float32, copy=False),
+        mask.astype(np.int32, copy=False),
         unit_psf(psf),
     )
 
@@ -270,11 +271,11 @@ def plan_detection(
     layout_y = sky_layout(height, background_bin)
     layout_x = sky_layout(width, background_bin)
     arrays = (
-        jnp.asarray(psf, jnp.float32),
+        np.asarray(psf, np.float32),
         bits(exclude_planes),
         bits(saturated_planes),
-        jnp.float32(sat_level),
-        jnp.float32(0.5 * threshold),
+        np.float32(sat_level),
+        np.float32(0.5 * threshold),
         (layout_y[3:], layout_x[3:]),
     )
     static = dict(
@@ -322,12 +323,13 @@ def detections_from_maps(maps, plan):
     n = py.size
     padded_n = max(16, 1 << int(np.ceil(np.log2(n))))
     pad = padded_n - n
-    values, err, snr_pix = gather_3x3(
+    values, err, snr_pix = programs.call(
+        gather_3x3,
         flux_map,
         sigma_map,
         snr_map,
-        jnp.asarray(np.pad(py, (0, pad), constant_values=1), jnp.int32),
-        jnp.asarray(np.pad(px, (0, pad), constant_values=1), jnp.int32),
+        np.pad(py, (0, pad), constant_values=1).astype(np.int32),
+        np.pad(px, (0, pad), constant_values=1).astype(np.int32),
     )
     values = np.asarray(values, np.float64)[:n]
     err = np.asarray(err, np.float64)[:n]

@@ -176,7 +176,7 @@ def _footprint_psf(masked, psf):
     except Exception:  # noqa: BLE001 - no PSF at the centre: leave the mask as it is
         return None, 0
     p, size, binning = footprint_filter(image)
-    return jnp.asarray(p, jnp.float32), (size, binning)
+    return np.asarray(p, np.float32), (size, binning)
 
 
 def detection_plan(shape, science_psf, config):
@@ -231,7 +231,7 @@ def prepare_inputs(
         template,
         science,
         psfs,
-        jnp.float32(limit),
+        np.float32(limit),
         None if detection is None else detection.arrays,
         sky_bin=int(config.sky_bin_size) if config.subtract_sky else 0,
         scale=bool(config.do_scale_variance),

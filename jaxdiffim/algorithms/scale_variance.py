@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..core import programs
 from ..core.masks import bits
 from ..core.stats import IQ_TO_STDEV, masked_quantiles
 from ..errors import InvalidInputError, VarianceScalingError
@@ -340,7 +341,9 @@ def coarse_background(
         Background in the image's unit; NaN everywhere if no pixel is usable.
     """
     image, _, mask, bad_bits, bin_size = _prepare(image, None, mask, mask_planes, bin_size)
-    return _background_jit(image, mask, bad_bits, bin_size, bool(extrapolate))
+    return programs.call(
+        _background_jit, image, mask, bad_bits, bin_size=bin_size, extrapolate=bool(extrapolate)
+    )
 
 
 def scale_variance(

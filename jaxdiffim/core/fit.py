@@ -370,7 +370,11 @@ def _check_candidates(candidates, shape, config):
             f"the images ({shape[0]}x{shape[1]}) are smaller than one {size}x{size} stamp "
             f"(2 * kernel_size + 1); use a smaller kernel or larger images."
         )
-    inside = np.asarray(stamp_inside(candidates, shape, size)) & valid
+    # stamp_inside on the host (numpy: no device program for a check)
+    cx = np.round(np.asarray(candidates.x)).astype(np.int32)
+    cy = np.round(np.asarray(candidates.y)).astype(np.int32)
+    h = size // 2
+    inside = (cx - h >= 0) & (cy - h >= 0) & (cx + h < shape[1]) & (cy + h < shape[0]) & valid
     if not inside.any():
         raise InvalidInputError(
             f"no candidate has its {size}x{size} stamp inside the image; candidates must lie at "

@@ -341,7 +341,12 @@ def subtract_and_decorrelate(
         qa = (empty, empty, np.zeros(16, bool), 1.0)
     x, y, valid, radius = qa
     square = max(1, int(np.ceil(float(radius))))
-    qa = (jnp.asarray(x), jnp.asarray(y), jnp.asarray(valid), jnp.float32(radius))
+    qa = (
+        np.asarray(x, np.float32),
+        np.asarray(y, np.float32),
+        np.asarray(valid),
+        np.float32(radius),
+    )
     with fit_precision():
         out = programs.call(
             _subtract_and_decorrelate,

@@ -51,7 +51,7 @@ def normalized_coordinates(coord, lo, hi):
     return (coord - centre) / half
 
 
-def basis_1d(t, order, kind):
+def basis_1d(t, order, kind, xp=jnp):
     """1-D functions ``f_0(t) .. f_order(t)`` stacked on a new leading axis.
 
     Parameters
@@ -62,6 +62,8 @@ def basis_1d(t, order, kind):
         Highest degree (static).
     kind : {"chebyshev1", "polynomial"}
         Chebyshev polynomials of the first kind, or plain powers.
+    xp : module
+        ``jax.numpy`` (default) or ``numpy`` (host-side evaluation in float64).
 
     Returns
     -------
@@ -71,15 +73,15 @@ def basis_1d(t, order, kind):
         raise InvalidInputError(
             f"spatial model type must be one of {SPATIAL_MODEL_TYPES}, got {kind!r}."
         )
-    out = [jnp.ones_like(t)]
+    out = [xp.ones_like(t)]
     if order >= 1:
         out.append(t)
     for _ in range(2, order + 1):
         out.append(2.0 * t * out[-1] - out[-2] if kind == "chebyshev1" else t * out[-1])
-    return jnp.stack(out)
+    return xp.stack(out)
 
 
-def spatial_terms(x, y, order, bbox, kind="chebyshev1"):
+def spatial_terms(x, y, order, bbox, kind="chebyshev1", xp=jnp):
     """Values of every spatial term at positions ``(x, y)``.
 
     Parameters
@@ -91,6 +93,8 @@ def spatial_terms(x, y, order, bbox, kind="chebyshev1"):
     bbox : sequence of 4 numbers
         Inclusive pixel box ``(x_min, y_min, x_max, y_max)`` that normalises the coordinates.
     kind : {"chebyshev1", "polynomial"}
+    xp : module
+        ``jax.numpy`` (default) or ``numpy`` (host-side evaluation, no device program).
 
     Returns
     -------
@@ -98,9 +102,9 @@ def spatial_terms(x, y, order, bbox, kind="chebyshev1"):
     """
     if order < 0:
         raise InvalidInputError(f"spatial order must be >= 0, got {order}.")
-    x = jnp.asarray(x)
-    y = jnp.asarray(y)
-    fx = basis_1d(normalized_coordinates(x, bbox[0], bbox[2]), order, kind)
-    fy = basis_1d(normalized_coordinates(y, bbox[1], bbox[3]), order, kind)
+    x = xp.asarray(x)
+    y = xp.asarray(y)
+    fx = basis_1d(normalized_coordinates(x, bbox[0], bbox[2]), order, kind, xp)
+    fy = basis_1d(normalized_coordinates(y, bbox[1], bbox[3]), order, kind, xp)
     a, b = term_powers(order)
-    return jnp.moveaxis(fx[a] * fy[b], 0, -1)
+    return xp.moveaxis(fx[a] * fy[b], 0, -1)

@@ -77,9 +77,9 @@ def make_candidates(x, y, rating=None, capacity=None):
     valid = np.concatenate([np.isfinite(x) & np.isfinite(y), np.zeros(pad, bool)])
     fill = np.zeros(pad)
     return Candidates(
-        x=jnp.asarray(np.nan_to_num(np.concatenate([x, fill])), dtype=jnp.float32),
-        y=jnp.asarray(np.nan_to_num(np.concatenate([y, fill])), dtype=jnp.float32),
-        rating=jnp.asarray(np.nan_to_num(np.concatenate([rating, fill])), dtype=jnp.float32),
+        x=jnp.asarray(np.nan_to_num(np.concatenate([x, fill])).astype(np.float32)),
+        y=jnp.asarray(np.nan_to_num(np.concatenate([y, fill])).astype(np.float32)),
+        rating=jnp.asarray(np.nan_to_num(np.concatenate([rating, fill])).astype(np.float32)),
         valid=jnp.asarray(valid),
     )
 

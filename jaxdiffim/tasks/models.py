@@ -4,11 +4,8 @@ Both are evaluated at parent pixel coordinates ``(x, y)`` (those of the science 
 can be rendered as images, like afw's ``LinearCombinationKernel`` and ``Function2D``.
 """
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from ..core.precision import fit_precision
 from ..core.spatial import spatial_terms
 from ..core.subtract import background_image
 
@@ -16,15 +13,15 @@ __all__ = ["MatchingKernel", "BackgroundModel"]
 
 
 def _terms64(x, y, config, bbox):
-    """Spatial terms in float64 (evaluated in the fit's float64 scope)."""
-    with fit_precision():
-        return spatial_terms(
-            jnp.asarray(x, jnp.float64),
-            jnp.asarray(y, jnp.float64),
-            config.spatial_kernel_order,
-            jnp.asarray(bbox, jnp.float64),
-            config.spatial_model_type,
-        )
+    """Spatial terms in float64, on the host (numpy)."""
+    return spatial_terms(
+        np.float64(x),
+        np.float64(y),
+        config.spatial_kernel_order,
+        np.asarray(bbox, np.float64),
+        config.spatial_model_type,
+        xp=np,
+    )
 
 
 class MatchingKernel:
@@ -82,18 +79,7 @@ class MatchingKernel:
             ax, ay = (b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0
         else:
             ax, ay = float(x) - self.xy0[0], float(y) - self.xy0[1]
-        terms = np.asarray(
-            spatial_terms(
-                np.float64(ax),
-                np.float64(ay),
-                self.config.spatial_kernel_order,
-                b,
-                self.config.spatial_model_type,
-            )
-            if jax.config.jax_enable_x64
-            else _terms64(ax, ay, self.config, b),
-            np.float64,
-        )
+        terms = _terms64(ax, ay, self.config, b)
         basis = np.asarray(self.solution.basis, np.float64)
         coeff = np.asarray(self.solution.kernel_coefficients, np.float64) @ terms
         img = np.einsum("i,ivu->vu", coeff, basis)
