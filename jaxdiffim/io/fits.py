@@ -370,9 +370,9 @@ def _hdus(exposure):
         wcs_header = array_wcs.to_header(relax=True)
     out = [primary]
     for name, data in (
-        ("IMAGE", exposure.image.array.astype(np.float32)),
-        ("MASK", exposure.mask.array.astype(np.int32)),
-        ("VARIANCE", exposure.variance.array.astype(np.float32)),
+        ("IMAGE", exposure.image.array.astype(np.float32, copy=False)),
+        ("MASK", exposure.mask.array.astype(np.int32, copy=False)),
+        ("VARIANCE", exposure.variance.array.astype(np.float32, copy=False)),
     ):
         hdu = fits.ImageHDU(data, name=name)
         hdu.header["EXTTYPE"] = name
