@@ -21,6 +21,7 @@ from .algorithms.quality import footprint_residual_ratio
 from .algorithms.result import SubtractionResult
 from .algorithms.scale_variance import scale_variance
 from .algorithms.sources import select_kernel_sources
+from .core.afterburner import Decorrelation
 from .core.basis import (
     FWHM_PER_SIGMA,
     alard_lupton_basis,
@@ -32,7 +33,7 @@ from .core.convolve import MaskedImage, apply_kernel, dilate_mask, fft_correlate
 from .core.decorrelation import decorrelate, decorrelate_spatially, fill_bad_pixels
 from .core.fit import KernelSolution, fit_kernel, fit_kernel_jit
 from .core.masks import MASK_PLANES
-from .core.pipeline import subtract_images
+from .core.pipeline import SubtractionArrays, subtract_and_decorrelate, subtract_images
 from .core.precision import fit_precision
 from .core.preconvolution import preconvolve
 from .core.regularization import regularization_matrix
@@ -64,6 +65,8 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Decorrelation",
+    "SubtractionArrays",
     "FWHM_PER_SIGMA",
     "MASK_PLANES",
     "BadSubtractionError",
@@ -118,6 +121,7 @@ __all__ = [
     "spatial_terms",
     "subtract_convolve_science",
     "subtract_convolve_template",
+    "subtract_and_decorrelate",
     "subtract_images",
     "template_coverage",
     "term_kernels",

@@ -2,19 +2,26 @@
 
 :func:`alard_lupton_subtract` is ``AlardLuptonSubtractTask.run`` and
 :func:`alard_lupton_preconvolve_subtract` is ``AlardLuptonPreconvolveSubtractTask.run``
-(ip_diffim.md §2.11); both run one implementation on plain arrays:
+(ip_diffim.md §2.11); both run one implementation on plain arrays, as two jitted programs with
+the kernel-source selection between them:
 
-1. validate; template coverage (:class:`NoWorkFound` below ``required_template_fraction``);
-2. rescale both variance planes (``ScaleVariance``); update the masks;
-3. PSF sizes (at the average position, else on a grid) and limiting magnitudes;
-4. choose the mode (``auto``: convolve the template unless it is wider in both axes); the score
+1. validate on the host; PSF sizes (at the average position, else on a grid) and limiting
+   magnitudes;
+2. the *prepare* program (:func:`jaxdiffim.algorithms.prepare.prepare_inputs`): template
+   coverage (:class:`NoWorkFound` below ``required_template_fraction``), each image's sky
+   (``subtract_sky``), ``ScaleVariance`` (with source footprints for inputs without
+   ``DETECTED``), ip_diffim's mask update, and without a catalogue the built-in detector's maps
+   of the prepared science image;
+3. choose the mode (``auto``: convolve the template unless it is wider in both axes); the score
    variant filters the science image with its PSF and always convolves the template;
-5. kernel sources from the catalogue, or from the built-in detector when there is none;
-6. fit, convolve, subtract (:func:`jaxdiffim.core.pipeline.subtract_images`, one jitted call),
-   with the spatial-order policy of :mod:`jaxdiffim.algorithms.config`; a fit failure with
-   coverage below ``min_template_fraction_for_expected_success`` becomes :class:`NoWorkFound`;
-7. decorrelate (one kernel at the centre, or spatially varying);
-8. QA metrics, and :class:`BadSubtractionError` for a bad subtraction.
+4. kernel sources (host): from the catalogue, or from the detector's peaks;
+5. the *subtraction* program (:func:`jaxdiffim.core.pipeline.subtract_and_decorrelate`): fit,
+   convolve, subtract, decorrelate (one kernel at the centre, or spatially varying), flag
+   non-finite pixels, the background image and the per-star QA ratios -- with the
+   spatial-order policy of :mod:`jaxdiffim.algorithms.config` (a singular spatial fit runs it
+   once more with constant orders); a fit failure with coverage below
+   ``min_template_fraction_for_expected_success`` becomes :class:`NoWorkFound`;
+6. the QA policy: :class:`BadSubtractionError` for a bad subtraction.
 
 Both images are on one pixel grid (cut the template to the science bounding box first; the Task
 layer does this). PSFs are 2-D arrays (constant) or callables ``psf(x, y) -> array`` in array

@@ -11,7 +11,10 @@ pixel outside the footprints (ip_diffim: the mean over sky-source footprints, el
 ``|D|``, which is biased: for Gaussian noise mean |D| exceeds median |D| by 0.12 σ, enough to
 put a perfect subtraction of faint stars above ratio 0.02); and the science image's median is
 subtracted before ``mean |S|`` so that a sky level left in the science image does not dilute the
-ratio.
+ratio (the median of a regular subsample above a million pixels). The per-star ratios are
+computed on the device by :func:`jaxdiffim.core.quality.footprint_ratios` in float32 (inside
+the subtraction program; :func:`footprint_residual_ratio` runs it on its own); this module adds
+the host-side summary and the QA check.
 """
 
 import functools

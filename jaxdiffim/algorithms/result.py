@@ -1,8 +1,8 @@
-"""The result of the subtraction, its metrics and the QA step.
+"""The result of the subtraction, its metrics and the QA policy.
 
 :class:`SubtractionResult` holds ip_diffim's ``Struct`` fields on arrays; :func:`finalize_result`
-flags non-finite difference pixels ``NO_DATA``, measures the footprint residual ratio on every
-input source (ip_diffim's ``computeDifferenceImageMetrics``) and applies the QA policy.
+records the footprint residual ratio (measured inside the subtraction program, see
+:mod:`jaxdiffim.core.quality`) and applies the QA policy.
 """
 
 import logging
