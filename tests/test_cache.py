@@ -43,10 +43,10 @@ def run_cli(tmp_path, cache, output):
 def test_second_process_compiles_nothing(tmp_path):
     cache = tmp_path / "xla"
     misses, hits, traced = run_cli(tmp_path, cache, tmp_path / "a.fits")
-    assert misses > 10 and os.listdir(cache)  # a cold cache: every program compiled, stored
+    assert misses >= 5 and os.listdir(cache)  # a cold cache: every program compiled, stored
     assert traced >= 3 and len(os.listdir(cache / PROGRAMS)) >= 3
     misses, hits, traced = run_cli(tmp_path, cache, tmp_path / "b.fits")
-    assert misses == 0 and hits > 10 and traced == 0
+    assert misses == 0 and hits >= 5 and traced == 0
 
 
 def test_cache_folder_from_the_environment(monkeypatch, tmp_path):
