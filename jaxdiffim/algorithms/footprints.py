@@ -31,7 +31,7 @@ def source_footprints(
     ``|S/N| > threshold`` (both polarities, as afw's 5-sigma detection), grown by
     ``n_sigma_to_grow`` PSF sigmas (afw's ``nSigmaToGrow``). PSFs wider than 1.5 pixels
     (sigma) are matched, and the footprints grown, on 2x2-binned pixels
-    (:func:`footprint_filter`): three times faster, and on simulated crowded fields 99 % of
+    (:func:`footprint_filter`): three times faster, and on simulated crowded fields 98-99 % of
     the pixels get the same answer.
 
     Parameters
