@@ -9,11 +9,12 @@ the cache, a later process on images of the same shapes loads them from disk ins
 
 and caches every program (no minimum compile time or size); its ``programs`` sub-folder keeps
 the traced programs themselves (:mod:`jaxdiffim.core.programs`), so that a later process does
-not even trace them. It leaves a cache directory the
-user configured in JAX alone, and does nothing once this process has compiled without a cache
-(JAX fixes the cache at its first compilation): call it before any JAX work. The ``jaxdiffim``
-command calls it first thing; ``AlardLuptonSubtractTask`` and the other Tasks call it when
-constructed. Library users of the functional API call it themselves if they want it.
+not even trace them. It leaves the settings of a cache directory the user configured in JAX
+alone (a local one gets the ``programs`` sub-folder), and does nothing once this process has
+compiled without a cache (JAX fixes the cache at its first compilation): call it before any JAX
+work. The ``jaxdiffim`` command calls it first thing; ``AlardLuptonSubtractTask`` and the other
+Tasks call it when constructed. Library users of the functional API call it themselves if they
+want it.
 """
 
 import logging
@@ -57,7 +58,8 @@ def enable_compilation_cache():
     """
     configured = jax.config.jax_compilation_cache_dir
     if configured:
-        programs.set_store(os.path.join(configured, PROGRAMS))
+        if "://" not in configured:  # a local folder: the traced programs go next to it
+            programs.set_store(os.path.join(configured, PROGRAMS))
         return configured
     path = cache_dir()
     if path is None:

@@ -176,6 +176,16 @@ def test_incomplete_template_coverage_raises(coverage):
         run(sci, tmpl, tmpl_mi=t_mi)
 
 
+def test_coverage_is_checked_before_a_failing_psf_without_catalogue():
+    sci, tmpl, t_mi = coverage_pair(0.09)
+
+    def broken(x, y):
+        raise RuntimeError("no PSF here")
+
+    with pytest.raises(NoWorkFound, match="template covers"):
+        alard_lupton_subtract(t_mi, detected(sci), broken, broken, None, BASE)
+
+
 def test_incomplete_template_coverage_runs():
     sci, tmpl, t_mi = coverage_pair(0.7)
     res = run(sci, tmpl, tmpl_mi=t_mi)

@@ -63,3 +63,23 @@ def test_lazy_struct_fields_are_made_once_when_read():
     assert s == Struct(a=1, b=42) and s.copy() == s
     with pytest.raises(AttributeError):
         _ = s.c
+
+
+def test_lazy_fields_survive_errors_copies_and_pickling():
+    import copy
+    import pickle
+
+    state = {"fail": True}
+
+    def make():
+        if state["fail"]:
+            raise MemoryError("first try")
+        return [1, 2]
+
+    s = Struct(a=1, b=Lazy(make))
+    with pytest.raises(MemoryError):
+        _ = s.b
+    state["fail"] = False
+    c = copy.copy(s)  # a copy makes its fields: the original keeps its own
+    assert c.b == [1, 2] and s.b == [1, 2]
+    assert pickle.loads(pickle.dumps(Struct(a=1, b=Lazy(lambda: 3)))).b == 3

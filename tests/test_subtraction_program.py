@@ -68,3 +68,31 @@ def test_program_equals_its_steps(mode):
     assert used.sum() == ratio.ratios.size == 20
     if mode == "convolveTemplate":  # the reference itself, not a copy out of the program
         assert out.matched_science is s_mi
+
+
+def test_program_under_jit_with_a_traced_star_table():
+    import jax
+
+    sci, tmpl = scene_pair(2.4, 2.0, 1.0, 1.0)
+    sigmas, config = basis_for(tmpl.psf_sigma, sci.psf_sigma)
+    t_mi, s_mi = masked(tmpl, crop=20 if tmpl.border else 0), masked(sci)
+    cands = candidates_for(sci)
+    x, y, valid = qa_table(np.asarray(cands.x)[:10], np.asarray(cands.y)[:10])
+
+    def ratios(xs, ys):
+        out = subtract_and_decorrelate(
+            t_mi,
+            s_mi,
+            cands,
+            config,
+            sigmas,
+            mode="convolveTemplate",
+            subtract_background=False,
+            qa=(xs, ys, valid, 6.0),
+            check=False,
+        )
+        return out.qa_ratios
+
+    got = jax.jit(ratios)(x, y)
+    want = ratios(x, y)
+    np.testing.assert_allclose(got, want, rtol=1e-5)

@@ -5,13 +5,13 @@
 (ip_diffim.md §2.11); both run one implementation on plain arrays, as two jitted programs with
 the kernel-source selection between them:
 
-1. validate on the host; PSF sizes (at the average position, else on a grid) and limiting
-   magnitudes;
+1. validate on the host;
 2. the *prepare* program (:func:`jaxdiffim.algorithms.prepare.prepare_inputs`): template
    coverage (:class:`NoWorkFound` below ``required_template_fraction``), each image's sky
    (``subtract_sky``), ``ScaleVariance`` (with source footprints for inputs without
    ``DETECTED``), ip_diffim's mask update, and without a catalogue the built-in detector's maps
-   of the prepared science image;
+   of the prepared science image; then, on the host, the PSF sizes (at the average position,
+   else on a grid) and limiting magnitudes;
 3. choose the mode (``auto``: convolve the template unless it is wider in both axes); the score
    variant filters the science image with its PSF and always convolves the template;
 4. kernel sources (host): from the catalogue, or from the detector's peaks;

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from ..core.convolve import dilate_mask, fft_correlate
 from .sky import coarse_sky_grid, fine_sky_grid, interpolate
 
-__all__ = ["detection_maps", "detection_maps_jit"]
+__all__ = ["detection_maps_impl", "detection_maps_jit"]
 
 #: Pixels within a PSF footprint of S/N above this are left out of the second sky estimate.
 _SKY_MASK_SNR = 3.0
@@ -98,8 +98,3 @@ def detection_maps_impl(
 detection_maps_jit = jax.jit(
     detection_maps_impl, static_argnames=("n_bins", "size", "stride", "bad_footprint")
 )
-
-
-def detection_maps(image, variance, mask, plan):
-    """The whole-image part of :func:`detect_sources` (jittable): flux, sigma, S/N and flag maps."""
-    return detection_maps_impl(image, variance, mask, *plan.arrays, **plan.static)

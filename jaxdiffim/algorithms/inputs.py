@@ -17,7 +17,6 @@ __all__ = [
     "mask_update",
     "require_coverage",
     "template_coverage",
-    "check_template_coverage",
     "update_masks",
 ]
 
@@ -65,19 +64,6 @@ def require_coverage(fraction, required_fraction, reason=""):
     return fraction
 
 
-def check_template_coverage(template_mask, science_mask, required_fraction, reason=""):
-    """Raise :class:`NoWorkFound` if the coverage is below ``required_fraction``.
-
-    Returns
-    -------
-    float
-        The coverage fraction.
-    """
-    return require_coverage(
-        template_coverage(template_mask, science_mask), required_fraction, reason
-    )
-
-
 def mask_update(template_mask, science_mask, preserve=PRESERVE_TEMPLATE, rename=RENAME_TEMPLATE):
     """Jittable core of :func:`update_masks` (``preserve`` and ``rename`` static)."""
     t, s = template_mask, science_mask
@@ -121,4 +107,4 @@ def update_masks(
     t = np.asarray(template_mask)
     s = np.asarray(science_mask)
     new_t, new_s = _mask_update(t, s, tuple(preserve), tuple(rename))
-    return np.asarray(new_t, t.dtype), np.asarray(new_s, s.dtype)
+    return np.array(new_t, t.dtype), np.array(new_s, s.dtype)

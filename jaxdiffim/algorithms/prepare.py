@@ -1,9 +1,11 @@
-"""Step 1-3 of the subtraction: validated arrays, coverage, variance scaling, masks, PSF sizes.
+"""The prepare step: validated arrays, then one program for coverage, sky, variance scaling,
+masks (and the detector's maps); PSF sizes and limiting magnitudes on the host.
 
 Port of ip_diffim's ``AlardLuptonSubtractTask._prepareInputs`` (and ``_validateExposures`` for
 arrays) on plain arrays; also the catalogue reader (:func:`catalogue_columns`) shared by the
 source step. Differences: an input without ``DETECTED`` pixels gets source footprints for
-ScaleVariance only (:func:`detected_mask`), since ip_diffim's inputs always carry them.
+ScaleVariance only (:mod:`jaxdiffim.algorithms.footprints`), since ip_diffim's inputs always
+carry them; each image's sky is removed first when ``subtract_sky``.
 """
 
 import functools
@@ -217,7 +219,12 @@ def prepare_inputs(
             "pixel grid; cut the template to the science bounding box."
         )
     metrics = {}
-    detection = detection_plan(science.image.shape, science_psf, config) if detect else None
+    detection = plan_error = None
+    if detect:  # a PSF that fails here fails below in ip_diffim's order (after the coverage)
+        try:
+            detection = detection_plan(science.image.shape, science_psf, config)
+        except Exception as err:  # noqa: BLE001 - re-raised after the checks that come first
+            plan_error = err
     psfs, sizes = zip(
         *(
             _footprint_psf(m, p) if config.do_scale_variance else (None, 0)
@@ -278,5 +285,7 @@ def prepare_inputs(
     metrics["scienceLimitingMagnitude"] = mags[0]
     metrics["templateLimitingMagnitude"] = mags[1]
     metrics["diffimLimitingMagnitude"] = diffim_limiting_magnitude(*mags)
+    if plan_error is not None:
+        raise plan_error
     detected = None if detection is None else (maps, detection)
     return Prepared(template, science, t_size, s_size, coverage, metrics, detected)

@@ -310,8 +310,9 @@ def subtract_and_decorrelate(
     decorrelation : Decorrelation, optional
         ``None``: no decorrelation.
     qa : tuple (x, y, valid, radius), optional
-        QA star table (shape (n,) each, see :func:`jaxdiffim.algorithms.quality.qa_table`) and
-        footprint radius in pixels; default an empty table.
+        QA star table (shape (n,) each, see :func:`jaxdiffim.algorithms.quality.qa_table`; may
+        be traced) and footprint radius in pixels (a concrete number); default an empty
+        table.
     check : bool
         Validate the fit inputs on the host.
 
@@ -340,11 +341,16 @@ def subtract_and_decorrelate(
         empty = np.zeros(16, np.float32)
         qa = (empty, empty, np.zeros(16, bool), 1.0)
     x, y, valid, radius = qa
+    if isinstance(radius, jax.core.Tracer):
+        raise InvalidInputError(
+            "the QA footprint radius must be a concrete number (it sets a static footprint "
+            "size); the star table (x, y, valid) may be traced."
+        )
     square = max(1, int(np.ceil(float(radius))))
     qa = (
-        np.asarray(x, np.float32),
-        np.asarray(y, np.float32),
-        np.asarray(valid),
+        jnp.asarray(x, jnp.float32),
+        jnp.asarray(y, jnp.float32),
+        jnp.asarray(valid, bool),
         np.float32(radius),
     )
     with fit_precision():

@@ -11,8 +11,11 @@ The store is off until :func:`set_store` names a folder (the command line and th
 through :func:`jaxdiffim.cache.enable_compilation_cache`); inside a caller's ``jit``, ``vmap`` or
 ``grad`` (any traced argument) the jitted function is called as it is. Keys hold the function,
 the static settings, the argument structure, shapes and dtypes, the JAX version, the backend
-and a hash of jaxdiffim's sources, so an edited or upgraded installation never loads a stale
-program. Files are written atomically; an unreadable file is ignored and rewritten.
+the jaxlib version, the JAX settings that change tracing (x64, matmul precision, dtype promotion)
+and a hash of jaxdiffim's sources, so that an edited or upgraded installation does not load an
+old program. Files are written atomically; an unreadable file is ignored and rewritten; a
+function that cannot be exported is called as it is. The files are pickles (the exported
+program and its output structure): like JAX's own cache folder, the folder must be the user's.
 """
 
 import functools
@@ -49,6 +52,13 @@ def store():
     return _STATE["folder"]
 
 
+def jaxlib_version():
+    """The installed jaxlib's version."""
+    import jaxlib
+
+    return getattr(jaxlib, "__version__", "?")
+
+
 @functools.cache
 def _source_hash():
     root = pathlib.Path(__file__).resolve().parent.parent
@@ -59,15 +69,30 @@ def _source_hash():
     return digest.hexdigest()
 
 
+#: JAX settings that change how a program is traced or lowered (part of every key).
+_SETTINGS = (
+    "jax_enable_x64",
+    "jax_default_matmul_precision",
+    "jax_numpy_dtype_promotion",
+    "jax_explicit_x64_dtypes",
+)
+
+
 def _key(function, leaves, tree, static):
+    settings = [repr(getattr(jax.config, name, None)) for name in _SETTINGS]
     parts = [
         _source_hash(),
+        jaxlib_version(),
         f"{function.__module__}.{function.__qualname__}",
         repr(sorted(static.items())),
         str(tree),
         jax.default_backend(),
-        str(jax.config.jax_enable_x64),
-        *(f"{jax.numpy.shape(x)}:{jax.numpy.result_type(x)}" for x in leaves),
+        *settings,
+        *(
+            f"{jax.numpy.shape(x)}:{jax.numpy.result_type(x)}:{type(x).__name__}:"
+            f"{getattr(x, 'weak_type', None)}"
+            for x in leaves
+        ),
     ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:40]
 
@@ -131,7 +156,11 @@ def call(jitted, *args, **static):
                 return out_leaves
 
             flat.__name__ = flat.__qualname__ = getattr(jitted, "__name__", "program")
-            exported = jax.export.export(jax.jit(flat))(*leaves)
+            try:
+                exported = jax.export.export(jax.jit(flat))(*leaves)
+            except Exception as err:  # noqa: BLE001 - not exportable: run it as it is
+                log.warning("Program store skipped for %s (%s).", flat.__name__, err)
+                return jitted(*args, **static)
             program = (exported, out_tree[0])
             _save(path, *program)
         _LOADED[key] = program

@@ -370,9 +370,11 @@ def _hdus(exposure):
         wcs_header = array_wcs.to_header(relax=True)
     out = [primary]
     for name, data in (
-        ("IMAGE", exposure.image.array.astype(np.float32, copy=False)),
-        ("MASK", exposure.mask.array.astype(np.int32, copy=False)),
-        ("VARIANCE", exposure.variance.array.astype(np.float32, copy=False)),
+        # big-endian copies: astropy writes them as they are (it would byteswap native arrays
+        # in place while writing, and the exposure's planes must not change, even briefly)
+        ("IMAGE", exposure.image.array.astype(">f4")),
+        ("MASK", exposure.mask.array.astype(">i4")),
+        ("VARIANCE", exposure.variance.array.astype(">f4")),
     ):
         hdu = fits.ImageHDU(data, name=name)
         hdu.header["EXTTYPE"] = name

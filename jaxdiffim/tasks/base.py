@@ -41,9 +41,20 @@ class Struct:
         lazy = self.__dict__.get("_lazy", {})
         if name not in lazy:
             raise AttributeError(f"Struct has no attribute {name!r}")
-        value = lazy.pop(name).make()
+        value = lazy[name].make()  # an error leaves the field to be made on the next read
         setattr(self, name, value)
+        lazy.pop(name, None)
         return value
+
+    def __copy__(self):
+        return Struct(**self.getDict())
+
+    def __getstate__(self):  # pickling makes every field
+        return self.getDict()
+
+    def __setstate__(self, state):
+        object.__setattr__(self, "_lazy", {})
+        self.__dict__.update(state)
 
     def getDict(self):  # noqa: N802 - pipe_base's name
         for name in list(self._lazy):

@@ -14,6 +14,8 @@ when the catalogue gives too few; the bad-subtraction check of ``DetectAndMeasur
 here (``raiseOnBadSubtractionRatio``).
 """
 
+import copy as _copy
+
 import numpy as np
 from astropy.table import Table
 
@@ -279,8 +281,12 @@ class AlardLuptonSubtractTask(Task):
         )
         matched_psf = science.psf if result.mode == "convolveTemplate" else template.psf
 
+        like = _copy.copy(science)  # the science bbox, WCS, calibration and header as of now
+        if like.metadata is not None:
+            like.metadata = like.metadata.copy()
+
         def exposure(masked):  # made when first read (the CLI reads only the difference)
-            return Lazy(lambda: Exposure.from_masked(masked, science, matched_psf))
+            return Lazy(lambda: Exposure.from_masked(masked, like, matched_psf))
 
         return Struct(
             **{self._output: exposure(result.difference)},
