@@ -212,7 +212,6 @@ def _subtract(template, science, template_psf, science_psf, sources, config, cal
     if config.do_decorrelation:
         names = ("science", "template") if mode == "convolveTemplate" else ("template", "science")
         check_mean_variances(out.mean_variances, names)
-    background_scale = 1.0 if mode == "convolveTemplate" else -1.0 / _safe(solution.kernel_sum)
     difference = MaskedImage(*(np.asarray(a) for a in out.difference))
     ratio = summarize_ratios(out.qa_ratios, out.qa_used)
     result = SubtractionResult(
@@ -220,7 +219,7 @@ def _subtract(template, science, template_psf, science_psf, sources, config, cal
         out.matched_template,
         out.matched_science,
         np.asarray(out.background),
-        background_scale,
+        float(out.background_scale),
         solution,
         kcfg,
         mode,
@@ -228,11 +227,6 @@ def _subtract(template, science, template_psf, science_psf, sources, config, cal
         metrics,
     )
     return finalize_result(result, ratio, config, t0)
-
-
-def _safe(kappa):
-    kappa = float(kappa)
-    return kappa if kappa != 0 else 1.0
 
 
 def _fit_and_subtract(program, chosen, kcfg, config, metrics, coverage):

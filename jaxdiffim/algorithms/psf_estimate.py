@@ -146,7 +146,7 @@ def _measured_fwhm(img, found, fwhm):
     """Median FWHM (pixels) of the first ten detected stars; ``fwhm`` if none can be measured."""
     trial = 2 * int(np.ceil(3 * fwhm)) + 1
     widths = []
-    for stamp in _stamps(np.asarray(img, np.float64), found.x[:10], found.y[:10], max(trial, 15)):
+    for stamp in _stamps(img, found.x[:10], found.y[:10], max(trial, 15)):
         try:
             widths.append(psf_fwhm(stamp))
         except InvalidInputError:
@@ -218,7 +218,7 @@ def estimate_psf(
     side = size if size is not None else max(2 * int(np.ceil(3 * fwhm)) + 1, 15)
     if side % 2 == 0:
         raise InvalidInputError(f"The PSF stamp size must be odd, got {side}.")
-    stamps = _stamps(np.asarray(img, np.float64), found.x, found.y, side)
+    stamps = _stamps(img, found.x, found.y, side)
     if len(stamps) < min_stars:
         raise InvalidInputError(
             f"Only {len(stamps)} stars have complete {side}x{side} stamps, fewer than "

@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import InvalidInputError
 from . import programs
 from . import status as st
-from .afterburner import Decorrelation, decorrelate_masked
+from .afterburner import decorrelate_masked
 from .convolve import MaskedImage
 from .fit import DEFAULT_CONFIG, KernelSolution, fit_kernel_jit, prepare_fit_arguments
 from .masks import bit
@@ -33,7 +33,6 @@ from .subtract import (
 
 __all__ = [
     "MODES",
-    "Decorrelation",
     "SubtractionArrays",
     "subtract_and_decorrelate",
     "subtract_images",
@@ -155,7 +154,9 @@ class SubtractionArrays(NamedTuple):
         The two images that were subtracted (in convolveScience mode the template divided by
         the kernel sum κ, and the convolved science image divided by κ).
     background : Array, shape (H, W)
-        The fitted background with ip_diffim's sign (times ``-1/κ`` in convolveScience mode).
+        The fitted background with ip_diffim's sign (times ``background_scale``).
+    background_scale : Array, shape ()
+        1 in convolveTemplate mode, ``-1/κ`` in convolveScience mode.
     solution : KernelSolution
     mean_variances : Array, shape (2,)
         Clipped mean variances of the unconvolved and the convolved image (NaN without
@@ -169,6 +170,7 @@ class SubtractionArrays(NamedTuple):
     matched_template: MaskedImage
     matched_science: MaskedImage
     background: jax.Array
+    background_scale: jax.Array
     solution: KernelSolution
     mean_variances: jax.Array
     qa_ratios: jax.Array
@@ -215,7 +217,8 @@ def _subtract_and_decorrelate(
     )
     if mode == "convolveTemplate":  # the matched science image is the reference itself
         matched_template, matched_science = diff.matched, None
-        unconvolved, convolved, scale, background_scale = science, template, 1.0, 1.0
+        unconvolved, convolved, scale = science, template, 1.0
+        background_scale = jnp.ones((), template.image.dtype)
     else:
         kappa = solution.kernel_sum.astype(template.image.dtype)
         safe = jnp.where(kappa != 0, kappa, 1.0)
@@ -257,6 +260,7 @@ def _subtract_and_decorrelate(
         matched_template,
         matched_science,
         background.astype(dtype),
+        jnp.asarray(background_scale, dtype),
         solution,
         s2,
         ratios,
