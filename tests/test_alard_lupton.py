@@ -213,8 +213,15 @@ def test_clear_template_mask():
     matched = np.asarray(res.matched_template.mask)[50:75, 150:175]
     for name in ("NO_DATA", "BAD", "HIGH_VARIANCE", "SAT_TEMPLATE"):
         assert (matched & bit(name)).all()
-    for name in ("SAT", "CR", "INTRP", "SUSPECT", "DETECTED"):
+    for name in ("SAT", "CR", "INTRP", "DETECTED"):
         assert not (np.asarray(res.matched_template.mask) & bit(name)).any()
+    # jaxdiffim addition: SUSPECT on what the kernel spreads from the preserved bad pixels, and
+    # nowhere else (the template's own SUSPECT is cleared)
+    h = res.kernel_config.kernel_size // 2
+    suspect = (np.asarray(res.matched_template.mask) & bit("SUSPECT")) != 0
+    spread = np.zeros_like(suspect)
+    spread[50 - h : 75 + h, 150 - h : 175 + h] = True
+    assert suspect[50:75, 150:175].all() and not (suspect & ~spread).any()
     for name in MASK_PLANES:
         if name in ("DETECTED", "DETECTED_NEGATIVE"):
             continue
@@ -395,3 +402,37 @@ def test_convolve_science_background_is_science_sky():
     )
     d = np.asarray(res.difference.image)
     np.testing.assert_allclose(d[inner], ident[inner], atol=1e-2)
+
+
+def test_invalid_pixels_and_variances_are_flagged_and_reported(caplog):
+    """NaN/Inf pixels become NO_DATA and a NaN, Inf, zero or negative variance BAD, counted per
+    input in the metrics and a warning; no output pixel is NaN without a mask bit."""
+    sci, tmpl = scene_pair(2.4, 2.0)
+    sci_mi, tmpl_mi = detected(sci), detected(tmpl)
+    image, var = np.array(sci_mi.image), np.array(sci_mi.variance)
+    image[10, 10:13] = [np.nan, np.inf, -np.inf]
+    var[50, 50:54] = [np.nan, 0.0, -1.0, np.inf]
+    t_var = np.array(tmpl_mi.variance)
+    t_var[70, 70] = 0.0
+    with caplog.at_level("WARNING"):
+        res = run(
+            sci,
+            tmpl,
+            sci_mi=sci_mi._replace(image=image, variance=var),
+            tmpl_mi=tmpl_mi._replace(variance=t_var),
+        )
+    m = res.metrics
+    assert (m["scienceFlaggedNoData"], m["scienceFlaggedBadVariance"]) == (3, 4)
+    assert (m["templateFlaggedNoData"], m["templateFlaggedBadVariance"]) == (0, 1)
+    assert (
+        "science: 3 non-finite" in caplog.text
+        and "science: 4 pixels with a variance" in caplog.text
+    )
+    assert "template: 1 pixels with a variance" in caplog.text
+    mask = np.asarray(res.difference.mask)
+    assert np.all(mask[10, 10:13] & bit("NO_DATA"))
+    assert np.all(mask[50, 50:54] & bits(("BAD", "NO_DATA")))
+    d, v = np.asarray(res.difference.image), np.asarray(res.difference.variance)
+    unflagged = (mask & bits(("BAD", "NO_DATA", "EDGE"))) == 0
+    assert np.isfinite(d[unflagged]).all() and np.isfinite(v[unflagged]).all()
+    assert (v[unflagged] > 0).all()

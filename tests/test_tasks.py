@@ -13,7 +13,7 @@ from astropy.table import Table
 from jaxdiffim import alard_lupton_subtract, kernel_image
 from jaxdiffim.core.masks import bit
 from jaxdiffim.errors import InvalidInputError
-from jaxdiffim.image import Exposure, GaussianPsf
+from jaxdiffim.image import Exposure, FilteredPsf, GaussianPsf
 from jaxdiffim.tasks import (
     AlardLuptonPreconvolveSubtractTask,
     AlardLuptonSubtractConfig,
@@ -156,7 +156,9 @@ def test_run_matches_core_in_parent_coordinates(pair):
     task = AlardLuptonSubtractTask(config=config())
     out = task.run(tmpl, sci, catalogue(sci_scene))
     assert out.difference.getBBox() == sci.getBBox()
-    assert out.difference.psf is sci.psf and out.difference.band == "g"
+    assert out.matchedTemplate.psf is sci.psf and out.difference.band == "g"
+    # the difference's own PSF: the science PSF through the decorrelation filter
+    assert isinstance(out.difference.psf, FilteredPsf) and out.difference.psf.base is sci.psf
     # the same through the core, on arrays
     cols = {
         "x": sci_scene.x,
@@ -203,7 +205,8 @@ def test_convolve_science_background_sign(pair):
     task = AlardLuptonSubtractTask(config=cfg)
     out = task.runConvolveScience(tmpl, sci, catalogue(sci_scene))
     assert out.mode == "convolveScience"
-    assert out.difference.psf is tmpl.psf
+    assert out.matchedScience.psf is tmpl.psf
+    assert isinstance(out.difference.psf, FilteredPsf) and out.difference.psf.base is sci.psf
     kappa = out.psfMatchingKernel.getKernelSum()
     raw = np.asarray(out.psfMatchingKernel.solution.background_coefficients)
     np.testing.assert_allclose(out.backgroundModel.getParameters(), -raw / kappa, rtol=1e-6)

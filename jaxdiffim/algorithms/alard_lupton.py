@@ -54,6 +54,7 @@ from ..core.stamps import make_candidates
 from ..errors import KernelFitError, NoWorkFound, SingularSystemError
 from .config import MIN_SOURCES_PER_SPATIAL_TERM, SubtractionConfig
 from .decorrelate import check_mean_variances
+from .difference_psf import DifferencePsf
 from .kernel_sources import kernel_setup, kernel_sources, unsmeared_bits
 from .prepare import prepare_inputs
 from .psf_shape import choose_convolution_mode, evaluate_psf
@@ -213,6 +214,8 @@ def _subtract(template, science, template_psf, science_psf, sources, config, cal
         names = ("science", "template") if mode == "convolveTemplate" else ("template", "science")
         check_mean_variances(out.mean_variances, names)
     difference = MaskedImage(*(np.asarray(a) for a in out.difference))
+    kernel = (solution, kcfg) if mode == "convolveScience" else (None, None)
+    psf = DifferencePsf(science_psf, np.asarray(out.psf_filter), *kernel)
     ratio = summarize_ratios(out.qa_ratios, out.qa_used)
     result = SubtractionResult(
         difference,
@@ -225,6 +228,7 @@ def _subtract(template, science, template_psf, science_psf, sources, config, cal
         mode,
         sources_out(chosen, solution),
         metrics,
+        psf,
     )
     return finalize_result(result, ratio, config, t0)
 

@@ -50,6 +50,10 @@ class SubtractionResult(NamedTuple):
     metrics : dict
         ip_diffim's metadata: coverage, variance factors, PSF sizes, limiting magnitudes, kernel
         sum, condition number, footprint residual ratio, timings.
+    difference_psf : DifferencePsf
+        ``difference_psf(x, y)``: the unit-sum PSF of ``difference`` at array position
+        ``(x, y)`` (the unconvolved image's PSF through the decorrelation filter and, for the
+        score image, the preconvolution; :mod:`jaxdiffim.algorithms.difference_psf`).
     """
 
     difference: MaskedImage
@@ -62,6 +66,7 @@ class SubtractionResult(NamedTuple):
     mode: str
     kernel_sources: dict
     metrics: dict
+    difference_psf: object
 
 
 def solution_metrics(metrics, solution, chosen):

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .masks import bit
+from .masks import SMEARED_TO_SUSPECT, bit, bits
 from .spatial import basis_1d, normalized_coordinates, term_powers
 
 __all__ = [
@@ -194,7 +194,9 @@ def apply_kernel(masked, kernels, bbox, order, kind, origin=(0.0, 0.0), tile=Non
         FFT tile size.
     preserve_bits : int
         Mask bits copied as they are instead of being smeared over the kernel footprint
-        (ip_diffim's preserved template planes).
+        (ip_diffim's preserved template planes). The kernel footprints of pixels with such a
+        bit among :data:`SMEARED_TO_SUSPECT` get ``SUSPECT`` (a jaxdiffim addition: ip_diffim
+        leaves what the kernel spreads from them unflagged).
 
     Returns
     -------
@@ -222,4 +224,8 @@ def apply_kernel(masked, kernels, bbox, order, kind, origin=(0.0, 0.0), tile=Non
     out = jnp.where(edge, img0, out)
     out_var = jnp.where(edge, var0, out_var)
     out_mask = dilate_mask(mask, k) | kept | jnp.where(edge, bit("EDGE"), 0).astype(mask.dtype)
+    # what the kernel spreads from preserved bad pixels (their values, or the clipped core of a
+    # saturated template star) is not flagged by those planes: flag it SUSPECT
+    spread = dilate_mask(((kept & bits(SMEARED_TO_SUSPECT)) != 0).astype(jnp.uint8), k) != 0
+    out_mask = out_mask | jnp.where(spread, bit("SUSPECT"), 0).astype(mask.dtype)
     return MaskedImage(out, out_var, out_mask)

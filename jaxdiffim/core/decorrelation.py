@@ -52,6 +52,7 @@ __all__ = [
     "decorrelate_spatially",
     "fill_bad_pixels",
     "node_grid",
+    "psf_filter",
 ]
 
 #: Planes ignored when estimating the mean input variances (ip_diffim ``ignoreMaskPlanes``).
@@ -173,6 +174,38 @@ def decorrelation_spectrum(kernel, var_unconvolved, var_convolved, shape, precon
     p2 = jnp.maximum(jnp.abs(phat) ** 2, _TINY)
     filt = num / (var_unconvolved + var_convolved * k2 / p2)
     return filt, phat * filt, khat * filt
+
+
+def psf_filter(kernel, sigma2_unconvolved, sigma2_convolved, preconvolution=None, *, size):
+    """The decorrelation filter in real space: what the decorrelated difference does to a
+    point source of the image that was not convolved (jittable; ``size`` static).
+
+    ``c_u`` of :func:`decorrelation_spectrum`: the decorrelation filter (for a score image
+    the preconvolution times the score filter). A source of the convolved image goes through
+    the matching kernel first (:class:`jaxdiffim.algorithms.difference_psf.DifferencePsf`).
+
+    Parameters
+    ----------
+    kernel : Array, shape (k, k)
+        Matching kernel (at the centre of the image), unnormalised.
+    sigma2_unconvolved, sigma2_convolved : float
+        Mean variances.
+    preconvolution : Array, shape (p, p), optional
+    size : int
+        Odd side of the result.
+
+    Returns
+    -------
+    Array, shape (size, size)
+        Unit sum, centred, a correlation kernel (afw orientation).
+    """
+    side = _fast_size(4 * size)
+    shape = (side, side)
+    _, c_u, _ = decorrelation_spectrum(
+        kernel, sigma2_unconvolved, sigma2_convolved, shape, preconvolution
+    )
+    filt = _real_space(c_u, shape, size)
+    return filt / jnp.sum(filt)
 
 
 def _fill_nonfinite(image):

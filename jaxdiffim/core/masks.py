@@ -13,6 +13,7 @@ __all__ = [
     "PRESERVE_TEMPLATE",
     "RENAME_TEMPLATE",
     "DETECTION_EXCLUDE",
+    "SMEARED_TO_SUSPECT",
     "bit",
     "bits",
 ]
@@ -55,6 +56,9 @@ PRESERVE_TEMPLATE = ("NO_DATA", "BAD", "HIGH_VARIANCE")
 RENAME_TEMPLATE = ("SAT", "INJECTED", "INJECTED_CORE")
 #: Pixels the built-in detector ignores.
 DETECTION_EXCLUDE = ("NO_DATA", "BAD", "EDGE")
+#: Preserved (unsmeared) planes of a convolved image whose kernel footprints get ``SUSPECT``:
+#: the kernel spreads their bad values, or a saturated star's clipped core, into a ring.
+SMEARED_TO_SUSPECT = ("NO_DATA", "BAD", "SAT", "EDGE", "SAT_TEMPLATE")
 
 
 def bit(name):

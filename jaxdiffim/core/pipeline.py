@@ -20,6 +20,7 @@ from . import programs
 from . import status as st
 from .afterburner import decorrelate_masked
 from .convolve import MaskedImage
+from .decorrelation import psf_filter as psf_filter_at
 from .fit import DEFAULT_CONFIG, KernelSolution, fit_kernel_jit, prepare_fit_arguments
 from .masks import bit
 from .precision import fit_precision
@@ -164,6 +165,12 @@ class SubtractionArrays(NamedTuple):
     qa_ratios : Array, shape (n,)
         Footprint residual ratio of each QA star (NaN where undefined).
     qa_used : Array of bool, shape (n,)
+    psf_filter : Array, shape (s, s)
+        Unit-sum correlation kernel that the difference applies to the sources of the image
+        that was not convolved: the decorrelation filter at the centre of the bbox
+        (:func:`jaxdiffim.core.decorrelation.psf_filter`), or without decorrelation the
+        preconvolution (score) or a delta function; ``s = 2 k + 1`` for the larger of the
+        kernel and preconvolution sides ``k``.
     """
 
     difference: MaskedImage
@@ -175,6 +182,7 @@ class SubtractionArrays(NamedTuple):
     mean_variances: jax.Array
     qa_ratios: jax.Array
     qa_used: jax.Array
+    psf_filter: jax.Array
 
 
 @functools.partial(
@@ -231,11 +239,16 @@ def _subtract_and_decorrelate(
     difference = diff.difference
     dtype = difference.image.dtype
     s2 = jnp.full(2, jnp.nan, dtype)
+    b = solution.bbox
+    centre = kernel_image(solution, (b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0, config)
+    size = 2 * max(centre.shape[0], 0 if preconvolution is None else preconvolution.shape[0]) + 1
+    if preconvolution is None:
+        psf_filter = jnp.zeros((size, size), dtype).at[size // 2, size // 2].set(1.0)
+    else:
+        pad = (size - preconvolution.shape[0]) // 2
+        psf_filter = jnp.pad(preconvolution.astype(dtype), pad)
     if decorrelation is not None:
-        kernel = None
-        if not decorrelation.n_nodes:  # one kernel: the one at the centre of the bbox
-            b = solution.bbox
-            kernel = kernel_image(solution, (b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0, config)
+        kernel = None if decorrelation.n_nodes else centre  # one kernel: the one at the centre
         difference, s2 = decorrelate_masked(
             difference,
             unconvolved,
@@ -247,6 +260,13 @@ def _subtract_and_decorrelate(
             scale=scale,
             preconvolution=preconvolution,
         )
+        psf_filter = psf_filter_at(
+            centre.astype(dtype),
+            s2[0],
+            s2[1],
+            preconvolution,
+            size=size,
+        ).astype(dtype)
     image = difference.image
     mask = jnp.where(jnp.isfinite(image), difference.mask, difference.mask | bit("NO_DATA"))
     difference = MaskedImage(image, difference.variance, mask.astype(jnp.int32))
@@ -265,6 +285,7 @@ def _subtract_and_decorrelate(
         s2,
         ratios,
         used,
+        psf_filter,
     )
 
 

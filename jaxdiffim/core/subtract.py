@@ -20,6 +20,7 @@ mask smeared over the kernel footprint, and the ``k // 2`` border is flagged ``E
 from typing import NamedTuple
 
 import jax.numpy as jnp
+import numpy as np
 
 from .convolve import MaskedImage, apply_kernel, spatial_factors, term_kernels
 from .spatial import spatial_terms
@@ -28,6 +29,7 @@ __all__ = [
     "Difference",
     "background_image",
     "kernel_image",
+    "kernel_image_host",
     "matched_image",
     "subtract_convolve_template",
     "subtract_convolve_science",
@@ -71,6 +73,27 @@ def kernel_image(solution, x, y, config):
     )
     per_term = term_kernels(solution.basis, solution.kernel_coefficients)
     return jnp.einsum("k,kvu->vu", terms.astype(per_term.dtype), per_term)
+
+
+def kernel_image_host(solution, x, y, config):
+    """:func:`kernel_image` in float64 numpy on the host (``x, y`` plain numbers).
+
+    Returns
+    -------
+    numpy.ndarray, shape (k, k)
+        Correlation orientation (afw's): ``out(p) = sum_u K(u) in(p + u)``.
+    """
+    bbox = np.asarray(solution.bbox, np.float64)
+    terms = spatial_terms(
+        np.float64(x),
+        np.float64(y),
+        config.spatial_kernel_order,
+        bbox,
+        config.spatial_model_type,
+        xp=np,
+    )
+    coeff = np.asarray(solution.kernel_coefficients, np.float64) @ terms
+    return np.einsum("i,ivu->vu", coeff, np.asarray(solution.basis, np.float64))
 
 
 def matched_image(masked, solution, config, origin=(0.0, 0.0), tile=None, preserve_bits=0):

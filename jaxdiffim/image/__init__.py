@@ -6,12 +6,21 @@ written by :mod:`jaxdiffim.io`.
 
 from .catalog import read_sources, source_columns
 from .exposure import Box2I, Exposure, Image, Mask
-from .psf import DoubleGaussianPsf, GaussianPsf, GridImagePsf, ImagePsf, Shape, SingleGaussianPsf
+from .psf import (
+    DoubleGaussianPsf,
+    FilteredPsf,
+    GaussianPsf,
+    GridImagePsf,
+    ImagePsf,
+    Shape,
+    SingleGaussianPsf,
+)
 
 __all__ = [
     "Box2I",
     "DoubleGaussianPsf",
     "Exposure",
+    "FilteredPsf",
     "GaussianPsf",
     "GridImagePsf",
     "Image",

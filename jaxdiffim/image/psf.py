@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..algorithms.difference_psf import DifferencePsf
 from ..algorithms.psf_estimate import fourier_shift
 from ..algorithms.psf_shape import psf_moments
 from ..core.basis import FWHM_PER_SIGMA
@@ -21,6 +22,7 @@ from ..errors import InvalidInputError
 from .exposure import Image
 
 __all__ = [
+    "FilteredPsf",
     "Shape",
     "GaussianPsf",
     "SingleGaussianPsf",
@@ -288,3 +290,39 @@ class GridImagePsf(_Psf):
     def __repr__(self):
         n = f"{self.y_nodes.size}x{self.x_nodes.size}"
         return f"GridImagePsf(nodes={n}, shape={self._images.shape[2:]})"
+
+
+class FilteredPsf(_Psf):
+    """A PSF model seen through the subtraction: the PSF of a (decorrelated) difference image.
+
+    ``computeKernelImage(x, y)`` (parent coordinates) is the science PSF through the matching
+    kernel (convolveScience) and the decorrelation filter
+    (:class:`jaxdiffim.algorithms.difference_psf.DifferencePsf`).
+
+    Parameters
+    ----------
+    base : PSF model
+        The science exposure's PSF.
+    difference_psf : DifferencePsf
+        The subtraction result's ``difference_psf`` (array coordinates of an exposure whose
+        parent pixel ``xy0`` is array pixel ``(0, 0)``).
+    xy0 : tuple of 2 ints
+    """
+
+    def __init__(self, base, difference_psf, xy0=(0, 0)):
+        self.base = base
+        x0, y0 = xy0
+        self._filtered = DifferencePsf(
+            base.computeKernelImage,
+            difference_psf.filter,
+            difference_psf.solution,
+            difference_psf.config,
+            (-x0, -y0),
+        )
+        self._average = tuple(base.getAveragePosition())
+
+    def _kernel(self, x, y):
+        return self._filtered(x, y)
+
+    def __repr__(self):
+        return f"FilteredPsf({self.base!r}, filter shape={self._filtered.filter.shape})"

@@ -7,21 +7,9 @@ can be rendered as images, like afw's ``LinearCombinationKernel`` and ``Function
 import numpy as np
 
 from ..core.spatial import spatial_terms
-from ..core.subtract import background_image
+from ..core.subtract import background_image, kernel_image_host
 
 __all__ = ["MatchingKernel", "BackgroundModel"]
-
-
-def _terms64(x, y, config, bbox):
-    """Spatial terms in float64, on the host (numpy)."""
-    return spatial_terms(
-        np.float64(x),
-        np.float64(y),
-        config.spatial_kernel_order,
-        np.asarray(bbox, np.float64),
-        config.spatial_model_type,
-        xp=np,
-    )
 
 
 class MatchingKernel:
@@ -79,10 +67,7 @@ class MatchingKernel:
             ax, ay = (b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0
         else:
             ax, ay = float(x) - self.xy0[0], float(y) - self.xy0[1]
-        terms = _terms64(ax, ay, self.config, b)
-        basis = np.asarray(self.solution.basis, np.float64)
-        coeff = np.asarray(self.solution.kernel_coefficients, np.float64) @ terms
-        img = np.einsum("i,ivu->vu", coeff, basis)
+        img = kernel_image_host(self.solution, ax, ay, self.config)
         return img / img.sum() if doNormalize else img
 
     def getKernelSum(self, x=None, y=None):  # noqa: N802

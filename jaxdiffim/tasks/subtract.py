@@ -24,6 +24,7 @@ from ..algorithms.config import SubtractionConfig
 from ..errors import InsufficientKernelSourcesError, InvalidInputError
 from ..image.catalog import source_columns
 from ..image.exposure import Exposure
+from ..image.psf import FilteredPsf
 from .base import Lazy, Struct, Task
 from .config_map import apply_to_task, core_config
 from .decorrelate import DecorrelateALKernelTask
@@ -285,11 +286,14 @@ class AlardLuptonSubtractTask(Task):
         if like.metadata is not None:
             like.metadata = like.metadata.copy()
 
-        def exposure(masked):  # made when first read (the CLI reads only the difference)
-            return Lazy(lambda: Exposure.from_masked(masked, like, matched_psf))
+        def exposure(masked, psf=matched_psf):  # made when first read (the CLI reads one)
+            return Lazy(lambda: Exposure.from_masked(masked, like, psf))
 
+        difference_psf = None  # the difference's own PSF (for the science image's sources)
+        if science.psf is not None:
+            difference_psf = FilteredPsf(science.psf, result.difference_psf, xy0)
         return Struct(
-            **{self._output: exposure(result.difference)},
+            **{self._output: exposure(result.difference, difference_psf)},
             matchedTemplate=exposure(result.matched_template),
             matchedScience=exposure(result.matched_science),
             backgroundModel=background,
