@@ -40,7 +40,7 @@ from jaxdiffim.core.masks import bits
 from jaxdiffim.testing.scenes import SATURATION, SCENES, simulate_scene
 from jaxdiffim.testing.scoring import BAD_PLANES, score_difference
 
-MODES = ("convolveTemplate", "convolveScience", "auto")
+MODES = ("convolveTemplate", "convolveScience", "auto", "best")
 _RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sfft_runner.py")
 
 

@@ -75,16 +75,23 @@ def test_task_on_decam(night04, night18, direction, mode):
     check_difference(out.difference, template, science, sign=1 if direction[1] == "18" else -1)
 
 
-def test_cli_on_decam_both_directions(tmp_path, capsys):
+@pytest.mark.parametrize("option", [[], ["--mode", "auto"]], ids=["best", "auto"])
+def test_cli_on_decam_both_directions(tmp_path, capsys, option):
+    """The default mode (best) reports both held-out scores and, with too few stars to trust
+    them, keeps ip_diffim's direction; auto is ip_diffim's rule."""
     for t, s, mode in (("04b", "18b", "convolveScience"), ("18b", "04b", "convolveTemplate")):
         out = tmp_path / f"diff_{s}.fits"
         summary = tmp_path / f"diff_{s}.json"
         argv = ["subtract", decam_path(t), decam_path(s), "-o", str(out), "--json", str(summary)]
-        assert main(argv) == 0
+        assert main(argv + option) == 0
         printed = json.loads(capsys.readouterr().out)
         data = json.loads(summary.read_text())
         assert printed == data
-        assert data["mode"] == mode
+        if option:
+            assert data["mode"] == mode and data["mode_scores"] == {}
+        else:  # ten stars: too few to trust held-out scores, so ip_diffim's rule decides
+            assert data["mode"] == mode
+            assert data["mode_scores"] == {"convolveTemplate": None, "convolveScience": None}
         # a 256² cut-out with a handful of stars: the orders are lowered (a constant kernel)
         assert data["spatial_kernel_order"] == 0 and data["spatial_bg_order"] <= 1
         assert "kernel sources" in data["spatial_orders_lowered"]

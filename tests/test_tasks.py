@@ -86,7 +86,7 @@ def test_config_names_defaults_and_validation():
     assert PsfMatchConfigAL().spatialKernelOrder == 2  # PsfMatchConfig's own default
     assert (active.kernelSize, active.alardNGauss, active.alardSigGauss) == (21, 3, [0.7, 1.5, 3.0])
     assert (active.sizeCellX, active.sizeCellY, active.nStarPerCell) == (128, 128, 5)
-    with pytest.raises(FieldValidationError, match="'auto', 'convolveTemplate', 'convolveScience'"):
+    with pytest.raises(FieldValidationError, match="'auto', 'best', 'convolveTemplate'"):
         cfg.mode = "aotu"
     with pytest.raises(FieldValidationError, match="'AL', 'DF'"):
         cfg.makeKernel.kernel.name = "XX"

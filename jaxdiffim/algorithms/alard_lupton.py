@@ -53,6 +53,7 @@ from ..core.spatial import n_spatial_terms
 from ..core.stamps import make_candidates
 from ..errors import KernelFitError, NoWorkFound, SingularSystemError
 from .config import MIN_SOURCES_PER_SPATIAL_TERM, SubtractionConfig
+from .convolution_mode import best_mode
 from .decorrelate import check_mean_variances
 from .difference_psf import DifferencePsf
 from .kernel_sources import kernel_setup, kernel_sources, unsmeared_bits
@@ -180,6 +181,9 @@ def _subtract(template, science, template_psf, science_psf, sources, config, cal
         if mode == "auto":
             mode = choose_convolution_mode(prep.template_size, prep.science_size)
             log.info("mode=auto resolved to %s", mode)
+        elif mode == "best":
+            mode, scores = best_mode(prep, sources, config)
+            metrics["modeScores"] = scores
         fwhms = (t_fwhm, s_fwhm) if mode == "convolveTemplate" else (s_fwhm, t_fwhm)
     metrics["convolvedExposure"] = "Template" if mode == "convolveTemplate" else "Science"
     sigmas, kcfg = kernel_setup(config, *fwhms)

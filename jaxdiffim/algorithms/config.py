@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 #: Allowed values of ``SubtractionConfig.mode``.
-MODES = ("auto", "convolveTemplate", "convolveScience")
+MODES = ("auto", "best", "convolveTemplate", "convolveScience")
 
 #: Kernel sources needed per spatial term to keep an order: (kernel model, background model).
 #: Each star pins a whole kernel but only one background value, and a spatially varying kernel
@@ -68,7 +68,10 @@ class SubtractionConfig:
 
     Attributes
     ----------
-    mode : {"auto", "convolveTemplate", "convolveScience"}
+    mode : {"auto", "best", "convolveTemplate", "convolveScience"}
+        ``auto``: ip_diffim's rule (convolve the image with the smaller PSF); ``best``: the
+        direction whose kernel predicts held-out kernel stars best
+        (:mod:`jaxdiffim.algorithms.convolution_mode`, a jaxdiffim addition).
     kernel : KernelFitConfig
         The fit (``makeKernel.kernel.active``); its ``kernel_size`` is replaced by the
         ``scale_by_fwhm`` rule unless that is off. Its spatial orders are maxima (module
@@ -197,7 +200,7 @@ class SubtractionConfig:
 
 #: What the file path (CLI, demo) changes from :class:`SubtractionConfig`'s ip_diffim defaults:
 #: files from outside the Rubin pipeline keep their sky, and ``auto`` picks the mode.
-FILE_DEFAULTS = {"mode": "auto", "do_subtract_background": True, "subtract_sky": True}
+FILE_DEFAULTS = {"mode": "best", "do_subtract_background": True, "subtract_sky": True}
 
 
 def config_paths(config=None):

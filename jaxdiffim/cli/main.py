@@ -48,8 +48,9 @@ def _parser():
     s.add_argument("--sources", metavar="CAT", help="kernel-source catalogue (any astropy table)")
     s.add_argument(
         "--mode",
-        choices=("auto", "convolveTemplate", "convolveScience"),
-        help="which image to convolve (default auto)",
+        choices=("best", "auto", "convolveTemplate", "convolveScience"),
+        help="which image to convolve (default best: the direction whose kernel predicts "
+        "held-out stars best; auto: ip_diffim's rule, the image with the smaller PSF)",
     )
     s.add_argument("--template-psf", metavar="PSF.fits", help="template PSF stamp")
     s.add_argument("--science-psf", metavar="PSF.fits", help="science PSF stamp")

@@ -93,6 +93,9 @@ def _summary(task, result, template_path, science_path, timings):
         "template": os.fspath(template_path),
         "science": os.fspath(science_path),
         "mode": result.mode,
+        "mode_scores": {  # mode=best: median held-out residual score of each direction
+            k: (float(v) if np.isfinite(v) else None) for k, v in md.get("modeScores", {}).items()
+        },
         "kernel_basis": kernel.config.kernel_basis,
         "kernel_size": int(kernel.config.kernel_size),
         "kernel_sum": float(kernel.getKernelSum()),

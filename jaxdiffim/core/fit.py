@@ -53,8 +53,10 @@ __all__ = [
     "KernelSolution",
     "fit_kernel",
     "fit_kernel_jit",
+    "fit_stamps",
     "fit_stamps_jit",
     "prepare_fit_arguments",
+    "usable_systems",
 ]
 
 
@@ -119,14 +121,43 @@ def fit_kernel_jit(
     -------
     KernelSolution
     """
+    stamps, inside = fit_stamps(
+        template, science, template_variance, science_variance, candidates, config
+    )
+    out = jnp.result_type(template, science)  # hand results back in the caller's precision
+    return fit_stamps_jit(*stamps, candidates, sigmas, bbox, inside, jnp.dtype(out), config=config)
+
+
+def fit_stamps(template, science, template_variance, science_variance, candidates, config):
+    """The four images' stamps around the candidates (fit dtype, shape (N, S, S) each) and
+    whether each stamp lies on the image (shape (N,)); jittable."""
     size = config.stamp_size
     inside = stamp_inside(candidates, science.shape, size)
     stamps = [
         cut_stamps(img, candidates, size).astype(FIT_DTYPE)
         for img in (template, science, template_variance, science_variance)
     ]
-    out = jnp.result_type(template, science)  # hand results back in the caller's precision
-    return fit_stamps_jit(*stamps, candidates, sigmas, bbox, inside, jnp.dtype(out), config=config)
+    return stamps, inside
+
+
+def usable_systems(t, s, vt, vs, candidates, sigmas, inside, config):
+    """Which candidates can be fitted, the basis and every stamp's normal equations (the first
+    step of :func:`fit_stamps_jit`; jittable).
+
+    Returns
+    -------
+    ok : Array of bool, shape (N,)
+    basis : Basis
+    systems : StampSystems
+    """
+    finite = jnp.all(
+        jnp.isfinite(t) & jnp.isfinite(s) & jnp.isfinite(vt) & jnp.isfinite(vs), axis=(1, 2)
+    )
+    ok = candidates.valid & inside & finite
+    if not config.constant_variance_weighting:  # ip_diffim: "cannot inverse variance weight"
+        ok = ok & (jnp.min(jnp.where(jnp.isfinite(vt + vs), vt + vs, 1.0), axis=(1, 2)) > 0)
+    basis = make_basis(config, sigmas, FIT_DTYPE)
+    return ok, basis, stamp_systems(t, s, vt, vs, ok, basis, config)
 
 
 @functools.partial(jax.jit, static_argnames=("out",))
@@ -158,15 +189,7 @@ def fit_stamps_jit(t, s, vt, vs, candidates, sigmas, bbox, inside=True, out=None
     dtype = FIT_DTYPE
     out = t.dtype if out is None else out
     t, s, vt, vs = (a.astype(dtype) for a in (t, s, vt, vs))
-    finite = jnp.all(
-        jnp.isfinite(t) & jnp.isfinite(s) & jnp.isfinite(vt) & jnp.isfinite(vs), axis=(1, 2)
-    )
-    ok = candidates.valid & inside & finite
-    if not config.constant_variance_weighting:  # ip_diffim: "cannot inverse variance weight"
-        ok = ok & (jnp.min(jnp.where(jnp.isfinite(vt + vs), vt + vs, 1.0), axis=(1, 2)) > 0)
-
-    basis = make_basis(config, sigmas, dtype)
-    systems = stamp_systems(t, s, vt, vs, ok, basis, config)
+    ok, basis, systems = usable_systems(t, s, vt, vs, candidates, sigmas, inside, config)
     bbox = jnp.asarray(bbox, dtype)
     p, q = spatial_functions(candidates, bbox, config, dtype)
     n_b = basis.images.shape[0]

@@ -53,6 +53,7 @@ class AlardLuptonSubtractConfig(Config):
         str,
         {
             "auto": "convolve the template unless it is wider in both axes",
+            "best": "the direction whose kernel predicts held-out kernel stars best (jaxdiffim)",
             "convolveTemplate": "convolve the template",
             "convolveScience": "convolve the science image",
         },
