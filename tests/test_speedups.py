@@ -83,3 +83,18 @@ def test_lazy_fields_survive_errors_copies_and_pickling():
     c = copy.copy(s)  # a copy makes its fields: the original keeps its own
     assert c.b == [1, 2] and s.b == [1, 2]
     assert pickle.loads(pickle.dumps(Struct(a=1, b=Lazy(lambda: 3)))).b == 3
+
+
+def test_difference_psf_correlation_matches_scipy():
+    """The numpy-FFT correlation of the difference PSF (scipy.signal is not imported by the
+    CLI) against scipy's ``same``-mode correlation."""
+    from scipy import signal
+
+    from jaxdiffim.algorithms.difference_psf import _correlate
+
+    rng = np.random.default_rng(1)
+    image = rng.normal(size=(41, 41))
+    for side in (7, 43):
+        kernel = rng.normal(size=(side, side))
+        ref = signal.fftconvolve(image, kernel[::-1, ::-1], mode="same")
+        np.testing.assert_allclose(_correlate(image, kernel), ref, atol=1e-12)

@@ -16,6 +16,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from . import programs
 from .fit import fit_stamps, usable_systems
 from .normal_equations import expand_spatial_solution, spatial_layout, spatial_normal_equations
 from .precision import FIT_DTYPE
@@ -62,16 +63,23 @@ def heldout_scores(
         ``mean² + rms²`` of each candidate's held-out stamp residuals; NaN for unusable
         candidates (padding, off the image, non-finite pixels).
     """
-    stamps, inside = fit_stamps(
-        template, science, template_variance, science_variance, candidates, config
-    )
-    return _heldout_scores(
-        *stamps, candidates, sigmas, bbox, inside, config=config, n_folds=n_folds
+    return programs.call(
+        _heldout_scores,
+        template,
+        science,
+        template_variance,
+        science_variance,
+        candidates,
+        sigmas,
+        bbox,
+        config,
+        n_folds=n_folds,
     )
 
 
 @functools.partial(jax.jit, static_argnames=("n_folds",))
-def _heldout_scores(t, s, vt, vs, candidates, sigmas, bbox, inside, *, config, n_folds):
+def _heldout_scores(template, science, tv, sv, candidates, sigmas, bbox, config, *, n_folds):
+    (t, s, vt, vs), inside = fit_stamps(template, science, tv, sv, candidates, config)
     dtype = FIT_DTYPE
     ok, basis, systems = usable_systems(t, s, vt, vs, candidates, sigmas, inside, config)
     p, q = spatial_functions(candidates, jnp.asarray(bbox, dtype), config, dtype)
