@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 MODE_CHOICES = ("convolveTemplate", "convolveScience")
 #: Fewer usable kernel sources than this make the held-out scores too noisy to trust.
 MIN_HELDOUT_SOURCES = 20
+#: At most this many kernel sources (spread over the list) are scored, whatever the image size.
+MAX_HELDOUT_SOURCES = 256
 #: ip_diffim's direction is kept unless the other one scores lower by this fraction.
 MARGIN = 0.05
 
@@ -43,6 +45,10 @@ def _score(prep, sources, config, mode):
     fwhms = (t_fwhm, s_fwhm) if mode == "convolveTemplate" else (s_fwhm, t_fwhm)
     sigmas, kcfg = kernel_setup(config, *fwhms)
     chosen = kernel_sources(sources, prep, kcfg.kernel_size, config)
+    n = len(chosen["x"])
+    keep = np.unique(np.linspace(0, n - 1, min(n, MAX_HELDOUT_SOURCES)).round().astype(int))
+    x, y = np.asarray(chosen["x"])[keep], np.asarray(chosen["y"])[keep]
+    rating = None if chosen["rating"] is None else np.asarray(chosen["rating"])[keep]
     convolved, matched = (
         (prep.template, prep.science)
         if mode == "convolveTemplate"
@@ -54,7 +60,7 @@ def _score(prep, sources, config, mode):
             matched.image,
             convolved.variance,
             matched.variance,
-            make_candidates(chosen["x"], chosen["y"], chosen["rating"]),
+            make_candidates(x, y, rating),
             jnp.asarray(sigmas),
             jnp.asarray(image_bbox(np.shape(prep.science.image))),
             config=kcfg,

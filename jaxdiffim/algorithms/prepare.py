@@ -188,14 +188,15 @@ def _flag_invalid(masked):
 
 
 def _source_free_sky(image, variance, good, sky_bin):
-    """An image's sky: the binned background (:func:`~.scale_variance._background`), then again
-    without the pixels of sources (3 × 3 means above :data:`_SKY_SOURCE_SNR` σ of their noise,
-    grown by :data:`_SKY_SOURCE_GROW` pixels).
+    """An image's sky: the binned background (:func:`~.scale_variance._background`, from every
+    second pixel along each axis), then again without the pixels of sources (3 × 3 means above
+    :data:`_SKY_SOURCE_SNR` σ of their noise, grown by :data:`_SKY_SOURCE_GROW` pixels).
 
     One pass leaves the light of sources in the bins: a transient raised the science sky under
     itself by about 1 % of its flux (its photometry in the difference was 1-1.5 % low).
     """
-    sky = _background(image, good, sky_bin, extrapolate=True)
+    sample = 2 if sky_bin % 2 == 0 else 1  # a quarter of each bin's pixels is plenty
+    sky = _background(image, good, sky_bin, extrapolate=True, sample=sample)
     sigma = jnp.sqrt(jnp.where(variance > 0, variance, jnp.inf))
     resid = jnp.where(good, image - sky, 0.0)
     box = jax.lax.reduce_window(
@@ -203,7 +204,7 @@ def _source_free_sky(image, variance, good, sky_bin):
     )
     hot = (box / 9.0 > _SKY_SOURCE_SNR * sigma / 3.0).astype(jnp.uint8)
     hot = dilate_mask(hot, _SKY_SOURCE_GROW) != 0
-    return _background(image, good & ~hot, sky_bin, extrapolate=True)
+    return _background(image, good & ~hot, sky_bin, extrapolate=True, sample=sample)
 
 
 def _footprint_psf(masked, psf):

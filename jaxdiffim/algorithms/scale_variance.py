@@ -147,14 +147,16 @@ def _axis_weights(n_pix, bin_size, extrapolate=False):
     return i0.astype(np.int32), (i0 + 1).astype(np.int32), frac
 
 
-def _background(image, good, bin_size, extrapolate=False):
-    """Coarse background of ``image`` (shape (H, W)) from the pixels where ``good`` is True."""
+def _background(image, good, bin_size, extrapolate=False, sample=1):
+    """Coarse background of ``image`` (shape (H, W)) from the pixels where ``good`` is True;
+    with ``sample`` > 1 (dividing ``bin_size``) from every ``sample``-th pixel along each axis."""
     height, width = image.shape
     pad_y, pad_x = -height % bin_size, -width % bin_size
+    sub = np.s_[::sample, ::sample]
     levels = _bin_levels(
-        jnp.pad(image, ((0, pad_y), (0, pad_x))),
-        jnp.pad(good, ((0, pad_y), (0, pad_x))),
-        bin_size,
+        jnp.pad(image, ((0, pad_y), (0, pad_x)))[sub],
+        jnp.pad(good, ((0, pad_y), (0, pad_x)))[sub],
+        bin_size // sample,
     )
     levels = _fill_missing(levels)
     x0, x1, fx = _axis_weights(width, bin_size, extrapolate)
