@@ -190,7 +190,6 @@ def _subtract(template, science, template_psf, science_psf, sources, config, cal
     t1 = time.perf_counter()
     try:
         chosen = kernel_sources(sources, prep, kcfg.kernel_size, config, extra_edge)
-        prep = prep._replace(detection=None)  # free the detector's maps before the fit
         timings["sources"] = time.perf_counter() - t1
         t1 = time.perf_counter()
         radius = 5.0 * s_fwhm / FWHM_PER_SIGMA  # QA footprints: 5 sigma of the science PSF

@@ -14,7 +14,6 @@ import numpy as np
 from ..core.basis import alard_lupton_sigmas
 from ..core.masks import MASK_PLANES, bits
 from ..errors import InsufficientKernelSourcesError
-from .detection import detections_from_maps
 from .prepare import catalogue_columns
 from .sources import select_kernel_sources
 
@@ -77,8 +76,8 @@ def kernel_sources(sources, prep, kernel_size, config, extra_edge=0):
     """
     science, template = prep.science, prep.template
     mask = np.asarray(science.mask) | np.asarray(template.mask)
-    if sources is None:  # the prepare program made the detection maps (prep.detection)
-        found = detections_from_maps(*prep.detection)
+    if sources is None:  # the built-in detector ran in prepare_inputs (prep.detection)
+        found = prep.detection
         x, y, snr, rating = found.x, found.y, found.snr, found.flux
         flags = isolated = None
         log.info("Detected %d candidate kernel sources on the science image.", x.size)

@@ -20,7 +20,7 @@ from ..core import programs
 from ..core.convolve import MaskedImage, dilate_mask
 from ..core.masks import bit, bits
 from ..errors import InvalidInputError
-from .detection import plan_detection, unit_psf
+from .detection import detections_from_maps, plan_detection, unit_psf
 from .detection_maps import detection_maps_impl
 from .footprints import footprint_filter, footprint_map
 from .inputs import coverage_fraction, mask_update, require_coverage
@@ -98,8 +98,8 @@ def _zeropoint(calibration):
 class Prepared(NamedTuple):
     """The inputs after ip_diffim's ``_prepareInputs``: rescaled variances, updated masks,
     PSF sizes, coverage and the metrics so far; and, when asked for, the built-in detector's
-    maps of the prepared science image with their plan (for
-    :func:`~jaxdiffim.algorithms.detection.detections_from_maps`)."""
+    detections on the prepared science image
+    (:class:`~jaxdiffim.algorithms.detection.Detections`)."""
 
     template: MaskedImage
     science: MaskedImage
@@ -265,7 +265,8 @@ def prepare_inputs(
     calibrations : tuple of 2 floats
         Science and template calibrations in nJy per count.
     detect : bool
-        Run the built-in detector's whole-image part (no catalogue given).
+        Run the built-in detector on the prepared science image (no catalogue given): its
+        whole-image part in the prepare program, then its peaks and cuts.
 
     Returns
     -------
@@ -348,5 +349,6 @@ def prepare_inputs(
     metrics["diffimLimitingMagnitude"] = diffim_limiting_magnitude(*mags)
     if plan_error is not None:
         raise plan_error
-    detected = None if detection is None else (maps, detection)
-    return Prepared(template, science, t_size, s_size, coverage, metrics, detected)
+    # the host half of the detector, once (the whole-image maps are dropped here)
+    found = None if detection is None else detections_from_maps(maps, detection)
+    return Prepared(template, science, t_size, s_size, coverage, metrics, found)
