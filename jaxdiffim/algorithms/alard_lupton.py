@@ -167,7 +167,7 @@ def _subtract(template, science, template_psf, science_psf, sources, config, cal
     template, science, metrics = prep.template, prep.science, prep.metrics
     timings = metrics["timings"] = {"prepare": time.perf_counter() - t0}
     t_fwhm, s_fwhm = prep.template_size.fwhm, prep.science_size.fwhm
-    preconv, extra_edge, reference = None, 0, science
+    preconv, extra_edge, reference, chosen = None, 0, science, None
     if score:
         mode = "convolveTemplate"
         h, w = science.image.shape
@@ -182,14 +182,15 @@ def _subtract(template, science, template_psf, science_psf, sources, config, cal
             mode = choose_convolution_mode(prep.template_size, prep.science_size)
             log.info("mode=auto resolved to %s", mode)
         elif mode == "best":
-            mode, scores = best_mode(prep, sources, config)
+            mode, scores, chosen = best_mode(prep, sources, config)
             metrics["modeScores"] = scores
         fwhms = (t_fwhm, s_fwhm) if mode == "convolveTemplate" else (s_fwhm, t_fwhm)
     metrics["convolvedExposure"] = "Template" if mode == "convolveTemplate" else "Science"
     sigmas, kcfg = kernel_setup(config, *fwhms)
     t1 = time.perf_counter()
     try:
-        chosen = kernel_sources(sources, prep, kcfg.kernel_size, config, extra_edge)
+        if chosen is None:  # (mode=best selected them already)
+            chosen = kernel_sources(sources, prep, kcfg.kernel_size, config, extra_edge)
         timings["sources"] = time.perf_counter() - t1
         t1 = time.perf_counter()
         radius = 5.0 * s_fwhm / FWHM_PER_SIGMA  # QA footprints: 5 sigma of the science PSF

@@ -67,7 +67,8 @@ def _score(prep, sources, config, mode):
         )
     scores = np.asarray(scores, float)
     scores = scores[np.isfinite(scores)]
-    return float(np.median(scores)) if scores.size >= MIN_HELDOUT_SOURCES else np.nan
+    score = float(np.median(scores)) if scores.size >= MIN_HELDOUT_SOURCES else np.nan
+    return score, chosen
 
 
 def best_mode(prep, sources, config):
@@ -87,11 +88,14 @@ def best_mode(prep, sources, config):
     scores : dict
         ``{mode: median held-out score}`` (NaN for a direction that could not be set up or
         has too few usable kernel sources).
+    chosen : dict or None
+        :func:`~jaxdiffim.algorithms.kernel_sources.kernel_sources` for ``mode`` (None if its
+        set-up failed).
     """
-    scores = {}
+    scores, selections = {}, {}
     for mode in MODE_CHOICES:
         try:
-            scores[mode] = _score(prep, sources, config, mode)
+            scores[mode], selections[mode] = _score(prep, sources, config, mode)
         except JaxDiffimError as err:
             log.info("mode=best: %s cannot be set up (%s)", mode, err)
             scores[mode] = np.nan
@@ -104,4 +108,4 @@ def best_mode(prep, sources, config):
         mode,
         ", ".join(f"{m} {s:.3f}" for m, s in scores.items()),
     )
-    return mode, scores
+    return mode, scores, selections.get(mode)
