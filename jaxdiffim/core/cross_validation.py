@@ -81,6 +81,7 @@ def heldout_scores(
 def _heldout_scores(template, science, tv, sv, candidates, sigmas, bbox, config, *, n_folds):
     (t, s, vt, vs), inside = fit_stamps(template, science, tv, sv, candidates, config)
     dtype = FIT_DTYPE
+    t, s, vt, vs = (a.astype(dtype) for a in (t, s, vt, vs))
     ok, basis, systems = usable_systems(t, s, vt, vs, candidates, sigmas, inside, config)
     p, q = spatial_functions(candidates, jnp.asarray(bbox, dtype), config, dtype)
     n_b = basis.images.shape[0]

@@ -39,7 +39,7 @@ from .normal_equations import (
     spatial_layout,
     spatial_normal_equations,
 )
-from .precision import FIT_DTYPE, fit_precision
+from .precision import FIT_DTYPE, float64_program, forward_mode_hint
 from .rejection import image_bbox, select_candidates, spatial_functions
 from .solve import condition_number, solve_with_fallback
 from .spatial import spatial_terms
@@ -112,7 +112,7 @@ class KernelSolution(NamedTuple):
 def fit_kernel_jit(
     template, science, template_variance, science_variance, candidates, sigmas, bbox, *, config
 ):
-    """Jitted core of :func:`fit_kernel` (no input validation; call inside :func:`fit_precision`).
+    """Jitted core of :func:`fit_kernel` (no input validation).
 
     Parameters are those of :func:`fit_kernel`; ``bbox`` is an array of 4 floats and ``sigmas``
     an array (ignored for the delta-function basis).
@@ -129,12 +129,12 @@ def fit_kernel_jit(
 
 
 def fit_stamps(template, science, template_variance, science_variance, candidates, config):
-    """The four images' stamps around the candidates (fit dtype, shape (N, S, S) each) and
+    """The four images' stamps around the candidates (their dtype, shape (N, S, S) each) and
     whether each stamp lies on the image (shape (N,)); jittable."""
     size = config.stamp_size
     inside = stamp_inside(candidates, science.shape, size)
     stamps = [
-        cut_stamps(img, candidates, size).astype(FIT_DTYPE)
+        cut_stamps(img, candidates, size)
         for img in (template, science, template_variance, science_variance)
     ]
     return stamps, inside
@@ -186,8 +186,15 @@ def fit_stamps_jit(t, s, vt, vs, candidates, sigmas, bbox, inside=True, out=None
     -------
     KernelSolution
     """
-    dtype = FIT_DTYPE
     out = t.dtype if out is None else out
+    inside = jnp.broadcast_to(jnp.asarray(inside, bool), candidates.valid.shape)
+    fit = float64_program(functools.partial(_fit_from_stamps, out=out))
+    return fit(t, s, vt, vs, candidates, sigmas, bbox, inside, config)
+
+
+def _fit_from_stamps(t, s, vt, vs, candidates, sigmas, bbox, inside, config, *, out):
+    """The body of :func:`fit_stamps_jit`, in float64 (see :func:`float64_program`)."""
+    dtype = FIT_DTYPE
     t, s, vt, vs = (a.astype(dtype) for a in (t, s, vt, vs))
     ok, basis, systems = usable_systems(t, s, vt, vs, candidates, sigmas, inside, config)
     bbox = jnp.asarray(bbox, dtype)
@@ -360,7 +367,7 @@ def fit_kernel(
         bbox,
         check,
     )
-    with fit_precision():
+    with forward_mode_hint():
         solution = fit_kernel_jit(
             template,
             science,

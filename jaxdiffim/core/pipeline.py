@@ -23,7 +23,7 @@ from .convolve import MaskedImage
 from .decorrelation import psf_filter as psf_filter_at
 from .fit import DEFAULT_CONFIG, KernelSolution, fit_kernel_jit, prepare_fit_arguments
 from .masks import bit
-from .precision import fit_precision
+from .precision import forward_mode_hint
 from .quality import footprint_ratios
 from .subtract import (
     background_image,
@@ -127,7 +127,7 @@ def subtract_images(
         bbox,
         check,
     )
-    with fit_precision():
+    with forward_mode_hint():
         diff, solution = _subtract(
             template,
             science,
@@ -378,7 +378,7 @@ def subtract_and_decorrelate(
         jnp.asarray(valid, bool),
         np.float32(radius),
     )
-    with fit_precision():
+    with forward_mode_hint():
         out = programs.call(
             _subtract_and_decorrelate,
             template,
