@@ -61,6 +61,9 @@ def select_candidates(systems, basis, single, p, q, cells, rating, layout, confi
     single_bad = ~finite_single | _is_bad(mean, rms, config.single_kernel_clipping, config)
     ok = systems.ok
     ahead = precedence(cells, rating)
+    # loop flags derived from the data, so that under ``shard_map`` they carry the same
+    # per-device ("varying") type as the values the loop bodies compute
+    false = jnp.any(ok) & False
 
     def active_set(rej):
         good = ok & ~rej & ~single_bad
@@ -79,7 +82,7 @@ def select_candidates(systems, basis, single, p, q, cells, rating, layout, confi
 
     def spatial_round(carry):
         rej, _, _, settled, n_iter = carry
-        rej, converged = jax.lax.fori_loop(0, config.max_clip_rounds, clip_round, (rej, False))
+        rej, converged = jax.lax.fori_loop(0, config.max_clip_rounds, clip_round, (rej, false))
         active, rej = active_set(rej)
         m_sp, r_sp = spatial_normal_equations(
             systems.m, systems.b, active.astype(systems.m.dtype), p, q, layout
@@ -94,7 +97,7 @@ def select_candidates(systems, basis, single, p, q, cells, rating, layout, confi
     def maybe_round(_, carry):
         return jax.lax.cond(carry[1], lambda c: c, spatial_round, carry)
 
-    init = (jnp.zeros_like(ok), jnp.array(False), jnp.zeros_like(ok), jnp.array(True), 0)
+    init = (jnp.zeros_like(ok), false, jnp.zeros_like(ok), ~false, 0)
     rej, _, active, settled, n_iter = jax.lax.fori_loop(
         0, config.max_spatial_iterations, maybe_round, init
     )

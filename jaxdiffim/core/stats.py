@@ -157,7 +157,9 @@ def visit_window(pool, ahead, n_per_cell):
     """
     if n_per_cell <= 0:
         return jnp.ones_like(pool)
-    return (ahead.astype(jnp.int32) @ pool.astype(jnp.int32)) < n_per_cell
+    # a masked count, not an int32 matmul: the latter's batching under shard_map inside a loop
+    # trips JAX's varying-axis check (jax 0.10)
+    return jnp.sum(ahead & pool[None, :], axis=1, dtype=jnp.int32) < n_per_cell
 
 
 def visited(eligible, cell, rating, n_per_cell):
