@@ -10,7 +10,6 @@ from jaxdiffim import (
     KernelFitConfig,
     fit_kernel,
     fit_kernel_jit,
-    fit_precision,
     make_candidates,
     term_kernels,
 )
@@ -271,9 +270,8 @@ def test_fit_inside_user_jit_and_vmap(default_fit):
     # vmap of the core itself: traced inside jaxdiffim's precision scope
     batched = jax.vmap(lambda c: ksum(tmpl.image, sci.image * c))(scales)
     np.testing.assert_allclose(np.asarray(batched), expected, rtol=1e-4)
-    # vmap of the user's already-jitted function batches a cached program: open the scope
-    with fit_precision():
-        batched = jax.vmap(lambda c: jitted(tmpl.image, sci.image * c))(scales)
+    # vmap of the user's already-jitted function batches a cached program: no scope needed
+    batched = jax.vmap(lambda c: jitted(tmpl.image, sci.image * c))(scales)
     np.testing.assert_allclose(np.asarray(batched), expected, rtol=1e-4)
     assert not jax.config.jax_enable_x64
 

@@ -45,9 +45,8 @@ from .solve import condition_number, solve_with_fallback
 from .spatial import spatial_terms
 from .stamp_fit import DEFAULT_SIGMAS, make_basis, solve_stamps, stamp_systems
 from .stamps import Candidates, cut_stamps, stamp_inside
-from .stats import (
-    cell_ids,
-)
+from .stats import cell_ids
+from .widths import guard_widths
 
 __all__ = [
     "KernelSolution",
@@ -196,6 +195,9 @@ def _fit_from_stamps(t, s, vt, vs, candidates, sigmas, bbox, inside, config, *, 
     """The body of :func:`fit_stamps_jit`, in float64 (see :func:`float64_program`)."""
     dtype = FIT_DTYPE
     t, s, vt, vs = (a.astype(dtype) for a in (t, s, vt, vs))
+    degenerate = False
+    if config.is_alard_lupton:
+        sigmas, degenerate = guard_widths(jnp.asarray(sigmas, dtype))
     ok, basis, systems = usable_systems(t, s, vt, vs, candidates, sigmas, inside, config)
     bbox = jnp.asarray(bbox, dtype)
     p, q = spatial_functions(candidates, bbox, config, dtype)
@@ -231,6 +233,7 @@ def _fit_from_stamps(t, s, vt, vs, candidates, sigmas, bbox, inside, config, *, 
     status = status | jnp.where(result.used_fallback, st.SINGULAR, 0)
     status = status | jnp.where(result.finite, 0, st.NONFINITE)
     status = status | jnp.where(settled, 0, st.NOT_CONVERGED)
+    status = status | jnp.where(degenerate, st.DEGENERATE_BASIS, 0)
     return KernelSolution(
         basis=basis.images.astype(out),
         kernel_coefficients=kc.astype(out),

@@ -77,7 +77,7 @@ def footprint_ratios(difference, science, mask, x, y, valid, radius, *, square):
 
     def all_in_footprints(_):  # every good pixel lies in a footprint: the median |D| instead
         values = jnp.where(good, jnp.abs(d), 0.0).ravel()[::step]
-        return masked_quantiles(values, good.ravel()[::step], (0.5,))[0]
+        return masked_quantiles(values, good.ravel()[::step], (0.5,))[0].astype(absd.dtype)
 
     sky = jax.lax.cond(
         n_sky > 0,

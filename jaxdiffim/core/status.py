@@ -15,6 +15,7 @@ __all__ = [
     "SINGULAR",
     "NONFINITE",
     "NOT_CONVERGED",
+    "DEGENERATE_BASIS",
     "describe_status",
     "raise_for_status",
 ]
@@ -29,6 +30,9 @@ SINGULAR = 2
 NONFINITE = 4
 #: The single-kernel / kernel-sum loop was still rejecting after ``max_clip_rounds``.
 NOT_CONVERGED = 8
+#: The Alard-Lupton widths were unusable (below ``widths.MIN_WIDTH``, not finite, or two of
+#: them nearly equal); the fit ran with ip_diffim's default widths instead (no derivative).
+DEGENERATE_BASIS = 16
 
 _MESSAGES = {
     NO_CANDIDATES: (
@@ -37,11 +41,17 @@ _MESSAGES = {
         "more (or brighter, isolated) candidates, or relax the clipping limits."
     ),
     SINGULAR: (
-        "the spatial normal equations are singular (too few candidates for the spatial orders?); "
-        "a pseudo-inverse was used. Lower spatial_kernel_order/spatial_bg_order or add candidates."
+        "the spatial normal equations are singular (too few candidates for the spatial orders, "
+        "or too many basis functions for the kernel size); a pseudo-inverse was used. Lower "
+        "spatial_kernel_order/spatial_bg_order, add candidates, or use fewer/lower degrees."
     ),
     NONFINITE: "the kernel solution is not finite; check the inputs for NaN/inf and the variance.",
     NOT_CONVERGED: "candidate rejection had not settled after max_clip_rounds rounds.",
+    DEGENERATE_BASIS: (
+        "the Alard-Lupton widths are degenerate (one below 0.2 px, not finite, or two within "
+        "0.1 % of each other); the fit used ip_diffim's default widths instead. Give distinct "
+        "widths >= 0.2 px, e.g. through jaxdiffim.core.widths.widths_from_parameters."
+    ),
 }
 
 
@@ -52,16 +62,19 @@ def describe_status(status):
 
 
 def raise_for_status(status):
-    """Raise the exception for the fatal bits of ``status`` (NO_CANDIDATES, NONFINITE).
+    """Raise the exception for the fatal bits of ``status`` (NO_CANDIDATES, NONFINITE,
+    DEGENERATE_BASIS).
 
     Raises
     ------
-    NoKernelCandidatesError, SingularSystemError
+    NoKernelCandidatesError, SingularSystemError, KernelFitError
     """
     status = int(np.asarray(status))
     if status & NO_CANDIDATES:
         raise NoKernelCandidatesError(_MESSAGES[NO_CANDIDATES])
     if status & NONFINITE:
         raise SingularSystemError(_MESSAGES[NONFINITE])
+    if status & DEGENERATE_BASIS:
+        raise KernelFitError(_MESSAGES[DEGENERATE_BASIS])
     if status & ~(SINGULAR | NOT_CONVERGED):
         raise KernelFitError(f"unknown fit status {status}.")
