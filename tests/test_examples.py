@@ -44,3 +44,33 @@ def test_model_psf_match_example_file_errors(tmp_path):
         example.main(["-t", str(tmp_path / "missing.fits"), "-s", str(real)])
     with pytest.raises(InputFileError, match="Cannot read template image"):
         example.main(["-t", str(real), "-s", str(real)])
+
+
+def test_tune_basis_lowers_the_heldout_loss(tmp_path):
+    """A short ``experiments/tune_basis.py`` run (x64 off, no context manager): Adam on the
+    Alard-Lupton width parameters lowers the held-out χ² of the training pairs, and the script
+    writes its JSON fields and figure."""
+    tune = load("tune_basis")
+    summary = tune.main(
+        [
+            "--train",
+            "2",
+            "--test",
+            "1",
+            "--steps",
+            "6",
+            "--size",
+            "160",
+            "--stars",
+            "40",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    curve = summary["train_loss_curve"]
+    assert len(curve) == 7 and all(np.isfinite(curve))
+    assert curve[-1] < curve[0]
+    assert summary["tuned"]["widths_px"] != summary["default"]["widths_px"]
+    assert len(summary["tuned"]["test_heldout_chi2"]) == 1
+    with open(summary["figure"], "rb") as fh:
+        assert fh.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -134,6 +134,9 @@ def test_reverse_mode_and_vmap_without_x64_or_scope(problem):
         batched = jax.vmap(jax.jit(loss), in_axes=(0, None))(stack, sig)
         batched_grads = jax.jit(jax.vmap(jax.grad(loss, argnums=1), in_axes=(0, None)))(stack, sig)
         grads_of_jit = jax.vmap(jax.grad(jax.jit(loss), argnums=1), in_axes=(0, None))(stack, sig)
+        nested = jax.vmap(jax.vmap(jax.jit(loss), in_axes=(0, None)), in_axes=(0, None))(
+            stack[None], sig
+        )
     with fit_precision():  # the plain float64 program: the reference
         ref_t, ref_s = jax.grad(loss, argnums=(0, 1))(t, sig)
     assert g_s.dtype == g_t.dtype == jnp.float32
@@ -144,6 +147,7 @@ def test_reverse_mode_and_vmap_without_x64_or_scope(problem):
     np.testing.assert_allclose(batched, [loss(t, sig), loss(1.01 * t, sig)], rtol=1e-5)
     np.testing.assert_allclose(batched_grads[0], ref_s, rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(grads_of_jit, batched_grads, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(nested[0], batched, rtol=1e-5)
     eps = 1e-2  # agrees with a central finite difference
     num = (loss(t, jnp.array([0.9 + eps, 1.8])) - loss(t, jnp.array([0.9 - eps, 1.8]))) / (2 * eps)
     assert float(g_s[0]) == pytest.approx(float(num), rel=0.05, abs=1e-4)

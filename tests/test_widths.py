@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from jaxdiffim import (
+    InvalidInputError,
     KernelFitConfig,
     KernelFitError,
     MaskedImage,
@@ -109,3 +110,11 @@ def test_widths_lambda_and_limits_are_traced(pair):
     num = (of_lambda(0.2 + eps) - of_lambda(0.2 - eps)) / (2 * eps)
     assert float(grad) == pytest.approx(float(num), rel=0.05)
     assert len(traces) == 1  # neither the gradient nor the finite differences traced again
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_half_precision_images_are_refused_by_name(pair, dtype):
+    t, s, cands = pair
+    half = MaskedImage(t.image.astype(dtype), t.variance, t.mask)
+    with pytest.raises(InvalidInputError, match="cast it to float32"):
+        subtract_images(half, s, cands, AL, jnp.asarray([0.9, 1.8]))

@@ -29,22 +29,21 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from ..errors import InvalidInputError
 from . import status as st
 from .config import KernelFitConfig
+from .fit_arguments import prepare_fit_arguments
 from .normal_equations import (
     expand_spatial_solution,
     spatial_layout,
     spatial_normal_equations,
 )
 from .precision import FIT_DTYPE, float64_program, forward_mode_hint
-from .rejection import image_bbox, select_candidates, spatial_functions
+from .rejection import select_candidates, spatial_functions
 from .solve import condition_number, solve_with_fallback
 from .spatial import spatial_terms
-from .stamp_fit import DEFAULT_SIGMAS, make_basis, solve_stamps, stamp_systems
-from .stamps import Candidates, cut_stamps, stamp_inside
+from .stamp_fit import make_basis, solve_stamps, stamp_systems
+from .stamps import cut_stamps, stamp_inside
 from .stats import cell_ids
 from .widths import guard_widths
 
@@ -249,68 +248,6 @@ def _fit_from_stamps(t, s, vt, vs, candidates, sigmas, bbox, inside, config, *, 
     )
 
 
-def check_images(arrays, names):
-    shape = None
-    for arr, name in zip(arrays, names, strict=True):
-        if np.ndim(arr) != 2:
-            raise InvalidInputError(f"{name} must be a 2-D image, got shape {np.shape(arr)}.")
-        if not jnp.issubdtype(jnp.result_type(arr), jnp.floating):
-            raise InvalidInputError(f"{name} must be a floating-point image, got {arr.dtype}.")
-        if shape is None:
-            shape = np.shape(arr)
-        elif np.shape(arr) != shape:
-            raise InvalidInputError(
-                f"{name} has shape {np.shape(arr)} but {names[0]} has {shape}; the template must "
-                "be resampled onto the science pixel grid (same shape) before fitting."
-            )
-    return shape
-
-
-def prepare_fit_arguments(
-    template, science, template_variance, science_variance, candidates, config, sigmas, bbox, check
-):
-    """Validate the inputs of a fit (host side, before tracing) and fill in defaults.
-
-    Returns
-    -------
-    sigmas : Array
-        The Gaussian widths (empty for the delta-function basis).
-    bbox : Array, shape (4,)
-    """
-    if check:
-        shape = check_images(
-            (template, science, template_variance, science_variance),
-            ("template", "science", "template_variance", "science_variance"),
-        )
-        _check_candidates(candidates, shape, config)
-    if not config.is_alard_lupton:
-        sigmas = None
-    elif sigmas is None:
-        if len(config.degrees) != len(DEFAULT_SIGMAS):
-            raise InvalidInputError(
-                f"give sigmas for the {len(config.degrees)} Gaussians of degrees {config.degrees}."
-            )
-        sigmas = DEFAULT_SIGMAS
-    elif np.shape(sigmas) != (len(config.degrees),):
-        raise InvalidInputError(
-            f"sigmas must have one width per Gaussian ({len(config.degrees)}), "
-            f"got shape {np.shape(sigmas)}."
-        )
-    sigmas = jnp.zeros(0) if sigmas is None else _as_float(sigmas)
-    if bbox is None:
-        bbox = image_bbox(np.shape(science))
-    elif np.shape(bbox) != (4,):
-        raise InvalidInputError(f"bbox must be (x_min, y_min, x_max, y_max), got {bbox}.")
-    return sigmas, _as_float(bbox)
-
-
-def _as_float(x):
-    """As a JAX array of the default float dtype if it is not floating already (so integer
-    boxes or widths do not compile a second program)."""
-    x = jnp.asarray(x)
-    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(float)
-
-
 def fit_kernel(
     template,
     science,
@@ -384,32 +321,3 @@ def fit_kernel(
     if check:
         st.raise_for_status(solution.status)
     return solution
-
-
-def _check_candidates(candidates, shape, config):
-    if not isinstance(candidates, Candidates):
-        raise InvalidInputError(
-            "candidates must be a jaxdiffim.Candidates; build one with "
-            "make_candidates(x, y, rating)."
-        )
-    if isinstance(candidates.valid, jax.core.Tracer):
-        return
-    valid = np.asarray(candidates.valid)
-    if not valid.any():
-        raise InvalidInputError("the candidate list has no valid entry; give at least one source.")
-    size = config.stamp_size
-    if min(shape) < size:
-        raise InvalidInputError(
-            f"the images ({shape[0]}x{shape[1]}) are smaller than one {size}x{size} stamp "
-            f"(2 * kernel_size + 1); use a smaller kernel or larger images."
-        )
-    # stamp_inside on the host (numpy: no device program for a check)
-    cx = np.round(np.asarray(candidates.x)).astype(np.int32)
-    cy = np.round(np.asarray(candidates.y)).astype(np.int32)
-    h = size // 2
-    inside = (cx - h >= 0) & (cy - h >= 0) & (cx + h < shape[1]) & (cy + h < shape[0]) & valid
-    if not inside.any():
-        raise InvalidInputError(
-            f"no candidate has its {size}x{size} stamp inside the image; candidates must lie at "
-            f"least {size // 2} pixels from every edge."
-        )

@@ -99,8 +99,8 @@ def _scoped(fn):
     @call.def_vmap
     def _rule(axis_size, in_batched, *args):
         axes = tuple(jax.tree.map(lambda b: 0 if b else None, batched) for batched in in_batched)
-        with fit_precision():
-            out = jax.vmap(fn, in_axes=axes, axis_size=axis_size)(*args)
+        # the batched function is itself scoped: a further (outer) vmap batches it in scope too
+        out = _scoped(jax.vmap(fn, in_axes=axes, axis_size=axis_size))(*args)
         return out, jax.tree.map(lambda _: True, out)
 
     return call

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import InvalidInputError, SingularSystemError
-from .fit import check_images, prepare_fit_arguments
+from .fit_arguments import check_images, prepare_fit_arguments
 from .precision import FIT_DTYPE, fit_precision
 from .solve import jacobi_cholesky_solve
 from .stamp_fit import make_basis, stamp_systems
