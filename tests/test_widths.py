@@ -12,6 +12,7 @@ from jaxdiffim import (
     KernelFitConfig,
     KernelFitError,
     MaskedImage,
+    alard_lupton_subtract,
     make_candidates,
     subtract_images,
 )
@@ -118,3 +119,24 @@ def test_half_precision_images_are_refused_by_name(pair, dtype):
     half = MaskedImage(t.image.astype(dtype), t.variance, t.mask)
     with pytest.raises(InvalidInputError, match="cast it to float32"):
         subtract_images(half, s, cands, AL, jnp.asarray([0.9, 1.8]))
+
+
+def test_traced_calls_that_need_the_host_say_what_to_do(pair):
+    """``check=True`` under ``jit`` and the host-orchestrated algorithm under ``jit`` raise named
+    errors that point to the traceable functions."""
+    t, s, cands = pair
+
+    def checked(image):
+        sig = jnp.asarray([0.9, 1.8])
+        d, _ = subtract_images(MaskedImage(image, t.variance, t.mask), s, cands, AL, sig)
+        return d.difference.image.sum()
+
+    with pytest.raises(InvalidInputError, match="pass check=False"):
+        jax.jit(checked)(t.image)
+
+    def whole(image):
+        psf = np.ones((5, 5)) / 25.0
+        return alard_lupton_subtract(MaskedImage(image, t.variance, t.mask), s, psf, psf)
+
+    with pytest.raises(InvalidInputError, match="subtract_and_decorrelate"):
+        jax.jit(whole)(t.image)

@@ -89,3 +89,33 @@ def good_pixels(diff, scene, extra=()):
 def decam_path(name):
     """Path of the DECam cut-out ``DEC-OBS<name>.mini.fits.gz`` shipped with the package."""
     return decam_file(name)
+
+
+#: The small differentiation problem of test_grads / test_precision / test_program_grads.
+SIZE = 80
+
+#: The candidate selection held fixed: no clipping, every candidate visited.
+FIXED = KernelFitConfig(
+    kernel_size=7,
+    degrees=(2, 1),
+    spatial_kernel_order=1,
+    spatial_bg_order=1,
+    single_kernel_clipping=False,
+    kernel_sum_clipping=False,
+    spatial_kernel_clipping=False,
+    n_star_per_cell=-1,
+)
+
+
+def grad_problem():
+    """Two 80×80 Gaussian-PSF images (σ 1.5 and 1.9 px) and 9 candidates (capacity 32)."""
+    rng = np.random.default_rng(5)
+    x = rng.uniform(18, SIZE - 18, 9)
+    y = rng.uniform(18, SIZE - 18, 9)
+    flux = rng.uniform(300, 900, 9)
+    common = dict(noise_level=0.5, size=(SIZE, SIZE), x=x, y=y, kernel_size=15)
+    tmpl = make_test_image(psf_sigma=1.5, noise_seed=1, flux=flux, **common)
+    sci = make_test_image(psf_sigma=1.9, noise_seed=2, flux=1.1 * flux, **common)
+    cands = make_candidates(x, y, flux)  # capacity 32: 23 padded rows
+    assert cands.x.shape == (32,)
+    return tmpl, sci, cands

@@ -39,6 +39,7 @@ import functools
 import logging
 import time
 
+import jax
 import numpy as np
 
 from ..core import status as st
@@ -51,7 +52,7 @@ from ..core.pipeline import subtract_and_decorrelate
 from ..core.preconvolution import preconvolution_kernel, preconvolve
 from ..core.spatial import n_spatial_terms
 from ..core.stamps import make_candidates
-from ..errors import KernelFitError, NoWorkFound, SingularSystemError
+from ..errors import InvalidInputError, KernelFitError, NoWorkFound, SingularSystemError
 from .config import MIN_SOURCES_PER_SPATIAL_TERM, SubtractionConfig
 from .convolution_mode import best_mode
 from .decorrelate import check_mean_variances
@@ -160,6 +161,14 @@ def alard_lupton_preconvolve_subtract(
 
 def _subtract(template, science, template_psf, science_psf, sources, config, calibrations, score):
     t0 = time.perf_counter()
+    leaves = jax.tree_util.tree_leaves((template, science, sources, calibrations))
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+        raise InvalidInputError(
+            "alard_lupton_subtract runs host steps with data-dependent shapes (source detection "
+            "and selection, PSF sizes, the mode) and cannot be traced by jit/grad/vmap. Choose "
+            "the kernel sources once, then trace jaxdiffim.subtract_and_decorrelate (the whole "
+            "subtraction from kernel sources to the decorrelated difference) or subtract_images."
+        )
     config = SubtractionConfig() if config is None else config
     prep = prepare_inputs(
         template, science, template_psf, science_psf, config, calibrations, sources is None

@@ -5,9 +5,15 @@ bit field; :func:`raise_for_status` turns the fatal bits into the named exceptio
 :mod:`jaxdiffim.errors` and :func:`describe_status` lists every bit in words.
 """
 
+import jax
 import numpy as np
 
-from ..errors import KernelFitError, NoKernelCandidatesError, SingularSystemError
+from ..errors import (
+    InvalidInputError,
+    KernelFitError,
+    NoKernelCandidatesError,
+    SingularSystemError,
+)
 
 __all__ = [
     "OK",
@@ -68,7 +74,14 @@ def raise_for_status(status):
     Raises
     ------
     NoKernelCandidatesError, SingularSystemError, KernelFitError
+    InvalidInputError
+        If ``status`` is traced (``check=True`` inside the user's ``jit``/``grad``/``vmap``).
     """
+    if isinstance(status, jax.core.Tracer):
+        raise InvalidInputError(
+            "check=True needs concrete values, but this call is being traced (jit, grad or "
+            "vmap): pass check=False and read solution.status (jaxdiffim.describe_status)."
+        )
     status = int(np.asarray(status))
     if status & NO_CANDIDATES:
         raise NoKernelCandidatesError(_MESSAGES[NO_CANDIDATES])

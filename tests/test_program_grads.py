@@ -1,0 +1,62 @@
+"""check_grads (float64, order 1, fwd + rev) of the whole subtraction program
+:func:`jaxdiffim.subtract_and_decorrelate` with respect to images, widths and λ."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+from utils import FIXED, SIZE, grad_problem
+
+from jaxdiffim import Decorrelation, KernelFitConfig, MaskedImage, subtract_and_decorrelate
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return grad_problem()
+
+
+def test_check_grads_whole_program_images_widths_and_lambda(problem):
+    """The one program from kernel sources to the decorrelated difference
+    (:func:`subtract_and_decorrelate`), float64: images and widths (Alard-Lupton) and λ
+    (delta-function basis) pass check_grads, fwd + rev. Selection and mode are held fixed."""
+    tmpl, sci, cands = problem
+    zeros = jnp.zeros((SIZE, SIZE), jnp.int32)
+    weight = jnp.asarray(np.random.default_rng(1).uniform(0.5, 1.5, (SIZE, SIZE)))
+    delta = KernelFitConfig(
+        kernel_basis="delta-function",
+        kernel_size=5,
+        spatial_kernel_order=0,
+        spatial_bg_order=0,
+        single_kernel_clipping=False,
+        kernel_sum_clipping=False,
+        spatial_kernel_clipping=False,
+        n_star_per_cell=-1,
+    )
+
+    def program(template, science, sigmas, config):
+        out = subtract_and_decorrelate(
+            MaskedImage(template, jnp.asarray(tmpl.variance), zeros),
+            MaskedImage(science, jnp.asarray(sci.variance), zeros),
+            cands,
+            config,
+            sigmas,
+            mode="convolveTemplate",
+            subtract_background=True,
+            decorrelation=Decorrelation(),
+            check=False,
+        )
+        d = out.difference.image[6:-6, 6:-6]
+        return jnp.sum(weight[6:-6, 6:-6] * d**2) / 1e3
+
+    with jax.enable_x64(True):
+        t = jnp.asarray(tmpl.image, jnp.float64)
+        s = jnp.asarray(sci.image, jnp.float64)
+        sig = jnp.array([0.9, 1.8])
+        both = ("fwd", "rev")
+        check_grads(lambda a, b, c: program(a, b, c, FIXED), (t, s, sig), order=1, modes=both)
+
+        def of_lambda(lam):
+            return program(t, s, jnp.zeros(0), delta.replace(lambda_value=lam))
+
+        check_grads(of_lambda, (jnp.float64(0.2),), order=1, modes=both)
