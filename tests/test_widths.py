@@ -13,6 +13,7 @@ from jaxdiffim import (
     KernelFitError,
     MaskedImage,
     alard_lupton_subtract,
+    decorrelate,
     make_candidates,
     subtract_images,
 )
@@ -140,3 +141,29 @@ def test_traced_calls_that_need_the_host_say_what_to_do(pair):
 
     with pytest.raises(InvalidInputError, match="subtract_and_decorrelate"):
         jax.jit(whole)(t.image)
+
+
+def test_decorrelation_variances_are_traced_and_differentiable():
+    """The mean variances of the decorrelation are arguments of its compiled program: new
+    values re-run it, and the difference's variance is differentiable in them."""
+    rng = np.random.default_rng(3)
+    image = jnp.asarray(rng.normal(size=(64, 64)), jnp.float32)
+    variance = jnp.ones((64, 64), jnp.float32)
+    diff = MaskedImage(image, 2 * variance, jnp.zeros((64, 64), jnp.int32))
+    yy, xx = np.mgrid[-5:6, -5:6]
+    kernel = jnp.asarray(np.exp(-(xx**2 + yy**2) / 4.0) / np.sum(np.exp(-(xx**2 + yy**2) / 4.0)))
+    kernel = kernel.astype(jnp.float32)
+    decorrelate(diff, kernel, variance, variance, 1.0, 1.0)
+    before = decorrelate._cache_size()
+    outs = [decorrelate(diff, kernel, variance, variance, s, 1.5) for s in (0.5, 1.0, 2.0)]
+    assert decorrelate._cache_size() == before
+    assert len({float(o.variance.mean()) for o in outs}) == 3
+
+    def mean_variance(s_unconvolved):
+        out = decorrelate(diff, kernel, variance, variance, s_unconvolved, 1.5)
+        return out.variance.mean()
+
+    grad = jax.grad(mean_variance)(jnp.float32(1.0))
+    eps = 0.05
+    num = (mean_variance(1.0 + eps) - mean_variance(1.0 - eps)) / (2 * eps)
+    assert float(grad) == pytest.approx(float(num), rel=0.02)
