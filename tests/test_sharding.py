@@ -15,33 +15,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from utils import SIZE, grad_problem
 
 from jaxdiffim import (
     Decorrelation,
     KernelFitConfig,
     MaskedImage,
-    make_candidates,
     subtract_and_decorrelate,
 )
-from jaxdiffim.testing.synthetic import make_test_image
 
-SIZE = 80
+HERE = os.path.dirname(os.path.abspath(__file__))
 CONFIG = KernelFitConfig(kernel_size=7, degrees=(2, 1), spatial_kernel_order=1, spatial_bg_order=1)
 
-_SETUP = """
+_SETUP = f"""
+import sys
+sys.path.insert(0, {HERE!r})
 import numpy as np, jax.numpy as jnp
-from jaxdiffim import KernelFitConfig, MaskedImage, make_candidates, subtract_images
-from jaxdiffim.testing.synthetic import make_test_image
+from jaxdiffim import KernelFitConfig, MaskedImage, subtract_images
+from utils import SIZE, grad_problem
 
-SIZE = 80
-rng = np.random.default_rng(5)
-x = rng.uniform(18, SIZE - 18, 9)
-y = rng.uniform(18, SIZE - 18, 9)
-flux = rng.uniform(300, 900, 9)
-common = dict(noise_level=0.5, size=(SIZE, SIZE), x=x, y=y, kernel_size=15)
-tmpl = make_test_image(psf_sigma=1.5, noise_seed=1, flux=flux, **common)
-sci = make_test_image(psf_sigma=1.9, noise_seed=2, flux=1.1 * flux, **common)
-cands = make_candidates(x, y, flux)
+tmpl, sci, cands = grad_problem()
 config = KernelFitConfig(kernel_size=7, degrees=(2, 1), spatial_kernel_order=1, spatial_bg_order=1)
 zeros = jnp.zeros((SIZE, SIZE), jnp.int32)
 tv = jnp.asarray(tmpl.variance, jnp.float32)
@@ -103,14 +96,7 @@ def test_batch_sharded_over_two_devices_equals_loop():
 
 @pytest.fixture(scope="module")
 def pairs():
-    rng = np.random.default_rng(5)
-    x = rng.uniform(18, SIZE - 18, 9)
-    y = rng.uniform(18, SIZE - 18, 9)
-    flux = rng.uniform(300, 900, 9)
-    common = dict(noise_level=0.5, size=(SIZE, SIZE), x=x, y=y, kernel_size=15)
-    tmpl = make_test_image(psf_sigma=1.5, noise_seed=1, flux=flux, **common)
-    sci = make_test_image(psf_sigma=1.9, noise_seed=2, flux=1.1 * flux, **common)
-    return tmpl, sci, make_candidates(x, y, flux)
+    return grad_problem()
 
 
 def test_vmap_of_whole_subtraction_program_equals_loop(pairs):

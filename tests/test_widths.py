@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from utils import SIZE, grad_problem
 
 from jaxdiffim import (
     InvalidInputError,
@@ -14,7 +15,6 @@ from jaxdiffim import (
     MaskedImage,
     alard_lupton_subtract,
     decorrelate,
-    make_candidates,
     subtract_images,
 )
 from jaxdiffim.core import status as st
@@ -24,9 +24,7 @@ from jaxdiffim.core.widths import (
     parameters_from_widths,
     widths_from_parameters,
 )
-from jaxdiffim.testing.synthetic import make_test_image
 
-SIZE = 80
 AL = KernelFitConfig(kernel_size=7, degrees=(2, 1), spatial_kernel_order=1, spatial_bg_order=1)
 DF = KernelFitConfig(
     kernel_basis="delta-function", kernel_size=5, spatial_kernel_order=0, spatial_bg_order=0
@@ -35,17 +33,11 @@ DF = KernelFitConfig(
 
 @pytest.fixture(scope="module")
 def pair():
-    rng = np.random.default_rng(5)
-    x = rng.uniform(18, SIZE - 18, 9)
-    y = rng.uniform(18, SIZE - 18, 9)
-    flux = rng.uniform(300, 900, 9)
-    common = dict(noise_level=0.5, size=(SIZE, SIZE), x=x, y=y, kernel_size=15)
-    tmpl = make_test_image(psf_sigma=1.5, noise_seed=1, flux=flux, **common)
-    sci = make_test_image(psf_sigma=1.9, noise_seed=2, flux=1.1 * flux, **common)
+    tmpl, sci, cands = grad_problem()
     zeros = jnp.zeros((SIZE, SIZE), jnp.int32)
     t = MaskedImage(jnp.asarray(tmpl.image), jnp.asarray(tmpl.variance), zeros)
     s = MaskedImage(jnp.asarray(sci.image), jnp.asarray(sci.variance), zeros)
-    return t, s, make_candidates(x, y, flux)
+    return t, s, cands
 
 
 def _loss(pair, traces):
