@@ -229,6 +229,15 @@ def _real_space(spectrum, shape, size):
     return jnp.roll(full, (half, half), axis=(0, 1))[:size, :size]
 
 
+def _sum_of_squares(spectrum, shape):
+    """``Σ irfft2(spectrum, shape)²`` by Parseval's theorem, without the inverse transform
+    (``shape[1]`` even: the first and last rfft columns count once, the others twice)."""
+    power = jnp.abs(spectrum) ** 2
+    twice = jnp.sum(power[:, 1:-1])
+    once = jnp.sum(power[:, 0]) + jnp.sum(power[:, -1])
+    return (once + 2.0 * twice) / (shape[0] * shape[1])
+
+
 def _fft_shape(image_shape, support):
     return tuple(_fast_size(n + 2 * support) for n in image_shape)
 
@@ -290,8 +299,7 @@ def decorrelate(
             variance_convolved, cc2
         )
     else:
-        w_u = jnp.sum(jnp.fft.irfft2(c_u, s=shape) ** 2)
-        w_c = jnp.sum(jnp.fft.irfft2(c_c, s=shape) ** 2)
+        w_u, w_c = _sum_of_squares(c_u, shape), _sum_of_squares(c_c, shape)
         var = w_u * variance_unconvolved + w_c * variance_convolved
     var = (var * variance_scale).astype(dtype)
     return MaskedImage(out, var, difference.mask)

@@ -20,6 +20,7 @@ import numpy as np
 
 __all__ = [
     "masked_quantiles",
+    "median_by_bisection",
     "IQ_TO_STDEV",
     "quantile_masked",
     "clipped_mean_std",
@@ -198,6 +199,38 @@ def _from_key(k):
     return jax.lax.bitcast_convert_type(b, jnp.float32)
 
 
+def median_by_bisection(x, valid):
+    """The afw-rule median of the valid values of ``x`` along the last axis, differentiable.
+
+    The order statistics are found by :func:`masked_quantiles`' bisection on ``x`` rounded to
+    float32 (no sort); the result is then the mean of the entries of ``x`` (any float dtype) that
+    round to them, so that it keeps ``x``'s precision and its derivative is that of the sorted
+    median (ties share it). Rows without valid values give NaN.
+
+    Parameters
+    ----------
+    x : Array, shape (..., m)
+    valid : Array of bool, shape (..., m)
+        Values to use; they must be finite.
+
+    Returns
+    -------
+    Array, shape (...), dtype of ``x``.
+    """
+    x32 = x.astype(jnp.float32)
+    v_lo, v_hi, frac, n = _order_statistics(x32, valid, (0.5,))
+
+    def pick(v):
+        same = valid & (x32 == v)  # v broadcasts over the last axis
+        total = jnp.sum(jnp.where(same, x, 0.0), axis=-1)
+        return total / jnp.maximum(jnp.sum(same, axis=-1), 1).astype(x.dtype)
+
+    lo, hi = pick(v_lo), pick(v_hi)
+    frac = frac[..., 0].astype(x.dtype)
+    value = jnp.where(frac > 0, lo + frac * (hi - lo), lo)
+    return jnp.where(n > 0, value, jnp.nan)
+
+
 def masked_quantiles(values, valid, qs):
     """afw-rule quantiles (linear interpolation at index ``q (n - 1)``) of the valid values.
 
@@ -218,6 +251,14 @@ def masked_quantiles(values, valid, qs):
     -------
     Array, shape (..., len(qs)), float32; NaN where no value is valid.
     """
+    v_lo, v_hi, frac, n = _order_statistics(values, valid, qs)
+    v_hi = jnp.where(frac > 0, v_hi, v_lo)
+    return jnp.where(n[..., None] > 0, v_lo + frac * (v_hi - v_lo), jnp.nan)
+
+
+def _order_statistics(values, valid, qs):
+    """The two order statistics around each quantile of :func:`masked_quantiles` (float32,
+    shape (..., len(qs)) each), the interpolation fractions and the valid counts (..., )."""
     keys = jnp.where(valid, _to_key(values), _INT32_MAX)
     n = jnp.sum(valid, axis=-1)
     last = jnp.maximum(n - 1, 0)[..., None]
@@ -247,5 +288,4 @@ def masked_quantiles(values, valid, qs):
     )
     k_hi = jnp.where(count_le(k_lo) >= rank + 2, k_lo, above)
     v_lo, v_hi = _from_key(k_lo), _from_key(k_hi)
-    v_hi = jnp.where(frac > 0, v_hi, v_lo)
-    return jnp.where(n[..., None] > 0, v_lo + frac * (v_hi - v_lo), jnp.nan)
+    return v_lo, v_hi, frac, n
