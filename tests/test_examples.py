@@ -46,6 +46,7 @@ def test_model_psf_match_example_file_errors(tmp_path):
         example.main(["-t", str(real), "-s", str(real)])
 
 
+@pytest.mark.slow
 def test_tune_basis_lowers_the_heldout_loss(tmp_path):
     """A short ``experiments/tune_basis.py`` run (x64 off, no context manager): Adam on the
     Alard-Lupton width parameters lowers the held-out χ² of the training pairs, and the script

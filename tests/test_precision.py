@@ -38,6 +38,7 @@ def _float32_loss(problem, config=FIXED):
     return loss, jnp.asarray(tmpl.image, jnp.float32)
 
 
+@pytest.mark.slow
 def test_reverse_mode_and_vmap_without_x64_or_scope(problem):
     """x64 off, no context manager: grad, vjp, the user's jit, vmap and their compositions run
     the float64 fit (equal to the fit inside ``fit_precision()``, which runs plain) and agree

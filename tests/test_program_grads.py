@@ -15,6 +15,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax.test_util import check_grads
 
 from jaxdiffim import Decorrelation, KernelFitConfig, MaskedImage, subtract_and_decorrelate
@@ -22,6 +23,7 @@ from jaxdiffim import Decorrelation, KernelFitConfig, MaskedImage, subtract_and_
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+@pytest.mark.slow
 def test_check_grads_whole_program_in_a_float64_process():
     env = dict(os.environ, JAX_ENABLE_X64="1")
     run = subprocess.run(

@@ -9,6 +9,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 README = os.path.join(os.path.dirname(__file__), "..", "README.md")
 
 
@@ -36,6 +38,7 @@ print("README Task difference: noise", _mad_std(_z))
 """
 
 
+@pytest.mark.slow
 def test_readme_python_blocks_run(tmp_path):
     source = []
     for block in python_blocks():

@@ -80,6 +80,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow
 def test_batch_sharded_over_two_devices_equals_loop():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
     script = textwrap.dedent(_SETUP) + textwrap.dedent(_SHARDED)
@@ -99,6 +100,7 @@ def pairs():
     return grad_problem()
 
 
+@pytest.mark.slow
 def test_vmap_of_whole_subtraction_program_equals_loop(pairs):
     """The one program from kernel sources to decorrelated difference, background and QA,
     ``vmap``-ed over 3 pairs (x64 off, no context manager)."""

@@ -80,9 +80,10 @@ def kernel_sources(sources, prep, kernel_size, config, extra_edge=0):
         found = prep.detection
         x, y, snr, rating = found.x, found.y, found.snr, found.flux
         flags = isolated = None
-        log.info("Detected %d candidate kernel sources on the science image.", x.size)
+        origin = "sources the built-in detection found on the science image"
     else:
         x, y, snr, rating, flags, isolated = catalogue_columns(sources)
+        origin = "catalogue sources"
     select = functools.partial(
         select_kernel_sources,
         x,
@@ -99,6 +100,7 @@ def kernel_sources(sources, prep, kernel_size, config, extra_edge=0):
         exclude_planes=config.exclude_mask_planes,
         max_sources=config.max_kernel_sources,
         min_sources=config.min_kernel_sources,
+        origin=origin,
     )
     relaxed = False
     try:

@@ -18,8 +18,8 @@ import numpy as np
 
 from ..core import programs
 from ..core.convolve import MaskedImage, dilate_mask
-from ..core.masks import bit, bits
-from ..errors import InvalidInputError
+from ..core.masks import bit, bits, integer_mask
+from ..errors import InvalidInputError, VarianceScalingError
 from .detection import detections_from_maps, plan_detection, unit_psf
 from .detection_maps import detection_maps_impl
 from .footprints import footprint_filter, footprint_map
@@ -39,6 +39,8 @@ __all__ = ["Prepared", "as_masked", "catalogue_columns", "detection_plan", "prep
 
 log = logging.getLogger(__name__)
 
+#: Pixels beyond ± this value are flagged NO_DATA: their squares and sums overflow float32.
+MAX_PIXEL = 1e30
 #: Significance (σ of a 3 × 3 mean) above which pixels count as sources for the sky.
 _SKY_SOURCE_SNR = 3.0
 #: Side of the square that grows the source pixels left out of the sky.
@@ -61,12 +63,10 @@ def as_masked(name, masked, dtype=None):
             f"{name}: image {image.shape}, variance {var.shape} and mask {mask.shape} must have "
             "one shape."
         )
-    if not np.issubdtype(mask.dtype, np.integer):
-        raise InvalidInputError(f"{name}.mask must be an integer array, got {mask.dtype}.")
     return MaskedImage(  # no copies: nothing here writes into the arrays
         image.astype(dtype, copy=False),
         var.astype(dtype, copy=False),
-        mask.astype(np.int32, copy=False),
+        integer_mask(mask, f"{name}.mask"),
     )
 
 
@@ -175,10 +175,11 @@ def _prepare_arrays(
 
 
 def _flag_invalid(masked):
-    """Flag non-finite pixels ``NO_DATA`` and pixels with a finite value but a variance that is
-    not a positive number ``BAD``; also the numbers of pixels newly flagged so (int32, ())."""
+    """Flag non-finite pixels and pixels beyond ±:data:`MAX_PIXEL` ``NO_DATA``, and pixels with a
+    usable value but a variance that is not a positive number ``BAD``; also the numbers of
+    pixels newly flagged so (int32, ())."""
     image, variance, mask = masked
-    no_data = ~jnp.isfinite(image)
+    no_data = ~(jnp.abs(image) <= MAX_PIXEL)  # NaN too
     bad = ~no_data & ~(jnp.isfinite(variance) & (variance > 0))
     new_no_data = no_data & ((mask & bit("NO_DATA")) == 0)
     new_bad = bad & ((mask & bits(("NO_DATA", "BAD"))) == 0)
@@ -221,6 +222,34 @@ def _footprint_psf(masked, psf):
     return np.asarray(p, np.float32), (size, binning)
 
 
+def _named_factor(name, values, limit):
+    """:func:`~.scale_variance.choose_factor` with the image's name in its error."""
+    try:
+        return choose_factor(*values, limit)
+    except VarianceScalingError as err:
+        raise VarianceScalingError(f"{name}: {err}") from None
+
+
+def _psf_error(shape, template_psf, science_psf):
+    """The first problem of the two PSFs at the image centre, as an exception naming the PSF
+    (``None`` when both are usable, or when a callable PSF raises by itself: that error is
+    raised where the PSF is used, after the coverage check, as in ip_diffim)."""
+    h, w = shape
+    for name, psf in (("template_psf", template_psf), ("science_psf", science_psf)):
+        try:
+            image = evaluate_psf(psf, (w - 1) / 2.0, (h - 1) / 2.0)
+        except InvalidInputError as err:
+            return InvalidInputError(f"{name}: {err}")
+        except Exception:  # noqa: BLE001 - the callable's own error is raised where it is used
+            continue
+        if image.shape[0] > h or image.shape[1] > w:
+            return InvalidInputError(
+                f"{name}: the PSF image ({image.shape[0]}x{image.shape[1]}) is larger than the "
+                f"images ({h}x{w}); crop it to the PSF's extent."
+            )
+    return None
+
+
 def _report_flagged(flagged, metrics):
     """Log (warning) and record the pixels that :func:`_flag_invalid` flagged in each input."""
     for name, (no_data, bad) in zip(("template", "science"), flagged, strict=True):
@@ -228,9 +257,11 @@ def _report_flagged(flagged, metrics):
         metrics[f"{name}FlaggedNoData"], metrics[f"{name}FlaggedBadVariance"] = no_data, bad
         if no_data:
             log.warning(
-                "%s: %d non-finite (NaN or Inf) pixels without NO_DATA were flagged NO_DATA.",
+                "%s: %d non-finite (NaN or Inf) pixels or pixels beyond ±%g without NO_DATA "
+                "were flagged NO_DATA.",
                 name,
                 no_data,
+                MAX_PIXEL,
             )
         if bad:
             log.warning(
@@ -279,7 +310,18 @@ def prepare_inputs(
             f"template {template.image.shape} and science {science.image.shape} must be on one "
             "pixel grid; cut the template to the science bounding box."
         )
+    side = 2 * min(config.kernel_size_min, config.kernel.kernel_size) + 1
+    if min(science.image.shape) < side:
+        h, w = science.image.shape
+        raise InvalidInputError(
+            f"template and science are {h}x{w} pixels: too small for kernel stamps of "
+            f"{side}x{side} pixels (twice the smallest kernel size, plus one); give images of "
+            f"at least {side}x{side} pixels."
+        )
     metrics = {}
+    psf_error = _psf_error(science.image.shape, template_psf, science_psf)
+    if psf_error is not None:  # a PSF that fails by itself fails later, in ip_diffim's order
+        raise psf_error
     detection = plan_error = None
     if detect:  # a PSF that fails here fails below in ip_diffim's order (after the coverage)
         try:
@@ -323,7 +365,10 @@ def prepare_inputs(
         metrics["templateSkyMean"], metrics["scienceSkyMean"] = t_sky, s_sky
         log.info("Sky subtracted: template mean %.4g, science mean %.4g", t_sky, s_sky)
     if config.do_scale_variance:
-        t_factor, s_factor = (choose_factor(*values, limit) for values in stats)
+        t_factor, s_factor = (
+            _named_factor(name, values, limit)
+            for name, values in zip(("template", "science"), stats, strict=True)
+        )
         metrics["scaleTemplateVarianceFactor"] = t_factor
         metrics["scaleScienceVarianceFactor"] = s_factor
         log.info("Variance scaling factors: template %.3f, science %.3f", t_factor, s_factor)
@@ -351,4 +396,6 @@ def prepare_inputs(
         raise plan_error
     # the host half of the detector, once (the whole-image maps are dropped here)
     found = None if detection is None else detections_from_maps(maps, detection)
+    if found is not None:
+        log.info("Detected %d candidate kernel sources on the science image.", found.x.size)
     return Prepared(template, science, t_size, s_size, coverage, metrics, found)

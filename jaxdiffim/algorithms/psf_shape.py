@@ -257,7 +257,7 @@ def psf_fwhm(psf_image):
 
 
 def evaluate_psf(psf, x, y):
-    """PSF image at ``(x, y)`` (caller's pixel coordinates).
+    """PSF image at ``(x, y)`` (caller's pixel coordinates), checked.
 
     Parameters
     ----------
@@ -268,19 +268,36 @@ def evaluate_psf(psf, x, y):
 
     Returns
     -------
-    ndarray, shape (ny, nx), float64
-        A copy.
+    ndarray, shape (ny', nx'), float64
+        A copy. A side of even length gets one row/column of zeros in front, so that pixel
+        ``(n - 1) // 2`` is the centre (as :mod:`jaxdiffim.image.psf` does); odd sides are kept.
 
     Raises
     ------
     InvalidInputError
-        If the result is not a 2-D array. Whatever the callable raises is passed on.
+        The result is not a 2-D array, has non-finite pixels, or a sum that is not clearly
+        positive (at most 1e-6 of the sum of its absolute values). Whatever the callable raises
+        is passed on.
     """
     img = psf(x, y) if callable(psf) else psf
     out = np.array(img, dtype=np.float64)
-    if out.ndim != 2:
-        raise InvalidInputError(f"PSF image must be 2-D, got shape {out.shape}.")
+    if out.ndim != 2 or out.size == 0:
+        raise InvalidInputError(f"PSF image must be a non-empty 2-D array, got shape {out.shape}.")
+    if not np.all(np.isfinite(out)):
+        raise InvalidInputError("PSF image has non-finite pixels; give a finite PSF image.")
+    total, scale = out.sum(), np.abs(out).sum()
+    if not total > _MIN_PSF_SUM * scale:
+        raise InvalidInputError(
+            f"PSF image must have a positive sum (got {total:.3g}); give a PSF image, not a "
+            "zero or background-subtracted one."
+        )
+    if out.shape[0] % 2 == 0 or out.shape[1] % 2 == 0:
+        out = np.pad(out, ((1 - out.shape[0] % 2, 0), (1 - out.shape[1] % 2, 0)))
     return out
+
+
+#: A PSF image's sum must exceed this fraction of the sum of its absolute values.
+_MIN_PSF_SUM = 1e-6
 
 
 def _check_bbox(bbox):

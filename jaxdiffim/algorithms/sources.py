@@ -158,6 +158,7 @@ def select_kernel_sources(
     exclude_planes=KERNEL_SOURCE_EXCLUDE,
     max_sources=1000,
     min_sources=3,
+    origin="catalogue sources",
 ):
     """Choose the catalogue sources the PSF-matching kernel is fitted on (ip_diffim §2.7).
 
@@ -215,6 +216,8 @@ def select_kernel_sources(
         Cap on the number kept; <= 0 disables it.
     min_sources : int
         Minimum number that must survive.
+    origin : str
+        What the sources are, for the error message.
 
     Returns
     -------
@@ -316,7 +319,7 @@ def select_kernel_sources(
     if indices.size < min_sources:
         removed = ", ".join(f"{name}={count}" for name, count in counts.items())
         raise InsufficientKernelSourcesError(
-            f"Only {indices.size} of the {n} catalogue sources survived kernel-source selection "
+            f"Only {indices.size} of the {n} {origin} survived kernel-source selection "
             f"(min_sources={min_sources}). Removed by each cut: {removed}. Lower "
             "min_kernel_sources, pass a deeper catalogue (more or brighter sources, or widen "
             f"the S/N window {min_snr}..{max_snr}), or check the science/template masks "

@@ -11,7 +11,9 @@ enough), and the difference is written too, with a PNG of template | science | d
 kernel across the field. The summary reports how the truth is recovered.
 """
 
+import json
 import os
+import tempfile
 import time
 
 import jax.numpy as jnp
@@ -19,7 +21,9 @@ import numpy as np
 
 from ..core.convolve import dilate_mask
 from ..core.masks import bits
+from ..errors import OutputExistsError
 from ..io import write_exposure
+from ..io.atomic import pending
 from ..io.figures import demo_figure, save_png
 from ..tasks import AlardLuptonSubtractTask
 from ..testing.demo_scene import simulate_pair
@@ -37,29 +41,51 @@ def _peak_snr(diff, x, y):
     return out
 
 
-def run_demo(outdir="jaxdiffim-demo", size=512, overwrite=False, seed=3):
-    """Simulate, subtract and write; return the summary dict."""
-    os.makedirs(outdir, exist_ok=True)
-    paths = {
-        name: os.path.join(outdir, name)
-        for name in ("template.fits", "science.fits", "difference.fits", "demo.png", "summary.json")
-    }
-    if not overwrite:
-        for path in paths.values():
-            if os.path.exists(path):
-                from ..errors import OutputExistsError
+def run_demo(outdir="jaxdiffim-demo", size=512, overwrite=False, seed=3, skip_existing=False):
+    """Simulate, subtract and write; return the summary dict.
 
-                raise OutputExistsError(f"{path!r} exists; pass --overwrite to replace it.")
+    The files are written into a hidden folder inside ``outdir`` and moved into ``outdir`` at
+    the end, so an interrupted demo leaves no partial set (its folder is removed on the way
+    out, or ignored and replaced by the next run). With ``skip_existing`` a complete earlier
+    demo in ``outdir`` is kept and its summary returned.
+    """
+    names = ("template.fits", "science.fits", "difference.fits", "demo.png", "summary.json")
+    paths = {name: os.path.join(outdir, name) for name in names}
+    existing = [path for path in paths.values() if os.path.exists(path)]
+    if skip_existing and len(existing) == len(paths):
+        with open(paths["summary.json"]) as fh:
+            return {**json.load(fh), "skipped": "the demo's outputs exist already"}
+    if existing and not overwrite:
+        raise OutputExistsError(
+            f"{existing[0]!r} exists; pass --overwrite to replace the demo's files"
+            + ("." if skip_existing else ", or --skip-existing to keep a complete earlier demo.")
+        )
+    os.makedirs(outdir, exist_ok=True)
+    with (
+        tempfile.TemporaryDirectory(prefix=".jaxdiffim-demo-", dir=outdir) as work,
+        pending(work),
+    ):
+        staged = {name: os.path.join(work, name) for name in names}
+        summary = _demo(staged, size, seed)
+        summary["outputs"] = paths
+        write_json(summary, staged["summary.json"])
+        for name in names:  # summary.json last: it marks a complete demo
+            os.replace(staged[name], paths[name])
+    return summary
+
+
+def _demo(paths, size, seed):
+    """Simulate, subtract, write every file but the summary into ``paths``; the summary."""
     template, science, truth = simulate_pair(size, seed)
-    write_exposure(template, paths["template.fits"], overwrite=overwrite)
-    write_exposure(science, paths["science.fits"], overwrite=overwrite)
+    write_exposure(template, paths["template.fits"])
+    write_exposure(science, paths["science.fits"])
     # the configuration of `jaxdiffim subtract` (mode auto, the science sky subtracted)
     task = AlardLuptonSubtractTask(config=task_config(AlardLuptonSubtractTask, file_config()))
     t0 = time.perf_counter()
     result = task.run(template, science)
     elapsed = time.perf_counter() - t0
     diff = result.difference
-    write_exposure(diff, paths["difference.fits"], overwrite=overwrite)
+    write_exposure(diff, paths["difference.fits"])
     kx, ky, kernels = result.psfMatchingKernel.computeImageGrid(3, 3, science.getBBox())
     figure = demo_figure(
         template.image.array,
@@ -73,7 +99,7 @@ def run_demo(outdir="jaxdiffim-demo", size=512, overwrite=False, seed=3):
         suptitle=f"jaxdiffim demo: {result.mode}, kernel sum "
         f"{result.psfMatchingKernel.getKernelSum():.3f} (truth {truth['flux_scale']})",
     )
-    save_png(figure, paths["demo.png"], overwrite=overwrite)
+    save_png(figure, paths["demo.png"])
     # noise on empty sky, in units of the variance plane
     z = diff.image.array / np.sqrt(diff.variance.array)
     # empty sky: 13 px away from any template pixel above 3 sigma of its noise
@@ -110,5 +136,4 @@ def run_demo(outdir="jaxdiffim-demo", size=512, overwrite=False, seed=3):
             "linear symmetric z-scale (difference; NO_DATA and EDGE pixels grey)"
         ),
     }
-    write_json(summary, paths["summary.json"], overwrite=overwrite)
     return summary

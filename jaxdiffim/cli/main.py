@@ -6,115 +6,19 @@ stderr that says what to change, never a traceback. With ``--pairs``, a pair tha
 reported and skipped, and the exit status is 1 when any pair failed.
 """
 
-import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
+
+from .arguments import build_parser
+from .process import PROGRESS, configure_logging, progress, stop
 
 __all__ = ["main"]
 
 log = logging.getLogger(__name__)
-
-
-def _plane_args(p, who):
-    g = p.add_argument_group(f"{who} planes (for plain single-HDU images)")
-    g.add_argument(f"--{who}-variance", metavar="FITS", help=f"{who} variance image")
-    g.add_argument(f"--{who}-weight", metavar="FITS", help=f"{who} inverse-variance image")
-    g.add_argument(f"--{who}-sigma", metavar="FITS", help=f"{who} noise (sigma) image")
-    g.add_argument(f"--{who}-mask", metavar="FITS", help=f"{who} integer mask image")
-
-
-def _parser():
-    parser = argparse.ArgumentParser(
-        prog="jaxdiffim",
-        description="Alard-Lupton PSF-matched image subtraction (a JAX port of lsst.ip.diffim).",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    s = sub.add_parser(
-        "subtract",
-        help="subtract TEMPLATE from SCIENCE (or every pair of --pairs)",
-        description="Inputs: afw MaskedImage FITS files, or plain images (variance estimated "
-        "from GAIN/RDNOISE/AVSKY or the pixels when no plane is given). The difference is "
-        "written in afw's layout on the science pixel grid.",
-    )
-    s.add_argument("template", nargs="?", help="template FITS file")
-    s.add_argument("science", nargs="?", help="science FITS file")
-    s.add_argument("-o", "--output", metavar="DIFF.fits", help="difference image to write")
-    s.add_argument("--pairs", metavar="LIST.txt", help="file of 'TEMPLATE SCIENCE' lines")
-    s.add_argument("--outdir", metavar="DIR", help="output directory for --pairs")
-    s.add_argument("--sources", metavar="CAT", help="kernel-source catalogue (any astropy table)")
-    s.add_argument(
-        "--mode",
-        choices=("best", "auto", "convolveTemplate", "convolveScience"),
-        help="which image to convolve (default best: the direction whose kernel predicts "
-        "held-out stars best; auto: ip_diffim's rule, the image with the smaller PSF)",
-    )
-    s.add_argument("--template-psf", metavar="PSF.fits", help="template PSF stamp")
-    s.add_argument("--science-psf", metavar="PSF.fits", help="science PSF stamp")
-    s.add_argument("--kernel", choices=("al", "df"), help="basis (default al)")
-    s.add_argument("--no-decorrelate", action="store_true", help="skip decorrelation")
-    s.add_argument(
-        "--subtract-background",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="subtract each image's smooth sky before the fit and the fitted differential "
-        "background after it (default: yes, for images whose sky has not been subtracted; "
-        "--no-subtract-background keeps both, as ip_diffim does)",
-    )
-    s.add_argument("--score", action="store_true", help="write the score (preconvolved) image")
-    s.add_argument(
-        "--spatial-kernel-order",
-        type=int,
-        metavar="N",
-        help="highest spatial order of the kernel (lowered when too few kernel sources)",
-    )
-    s.add_argument("--spatial-bg-order", type=int, metavar="N", help="same, background")
-    s.add_argument(
-        "-c",
-        "--config",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="set any setting, by its SubtractionConfig name (min_kernel_sources, "
-        "kernel.spatial_kernel_order) or ip_diffim's Task name (minKernelSources); "
-        "repeatable; 'jaxdiffim config' lists them with their defaults",
-    )
-    s.add_argument("--json", metavar="SUMMARY.json", help="also write the summary as JSON")
-    s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    _plane_args(s, "template")
-    _plane_args(s, "science")
-
-    m = sub.add_parser(
-        "match-psf",
-        help="convolve an exposure so that its PSF becomes a reference PSF (ModelPsfMatchTask)",
-    )
-    m.add_argument("exposure", help="exposure FITS file")
-    ref = m.add_mutually_exclusive_group(required=True)
-    ref.add_argument("--reference-fwhm", type=float, metavar="F", help="Gaussian, FWHM in pixels")
-    ref.add_argument("--reference-psf", metavar="PSF.fits", help="reference PSF stamp")
-    m.add_argument("-o", "--output", required=True, metavar="OUT.fits")
-    m.add_argument("--psf", metavar="PSF.fits", help="the exposure's PSF (default: file or stars)")
-    m.add_argument(
-        "--kernel-sum",
-        type=float,
-        default=1.0,
-        metavar="S",
-        help="sum of the reported kernel (ip_diffim's kernelSum); the exposure is convolved with "
-        "the normalised kernel, so its flux scale does not change",
-    )
-    m.add_argument("--kernel-size", type=int, metavar="N", help="odd kernel width (default 11)")
-    m.add_argument("--overwrite", action="store_true")
-
-    sub.add_parser("config", help="list every setting of 'subtract -c' with its default (JSON)")
-
-    d = sub.add_parser("demo", help="simulate a realistic pair, subtract it, write FITS + PNG")
-    d.add_argument("--outdir", default="jaxdiffim-demo", metavar="DIR")
-    d.add_argument("--size", type=int, default=512, help="image side in pixels (>= 128)")
-    d.add_argument("--overwrite", action="store_true")
-    return parser
 
 
 class _UsageError(Exception):
@@ -196,6 +100,9 @@ def _subtract_one(args):
         raise _UsageError(
             "subtract needs TEMPLATE SCIENCE -o DIFF.fits (or --pairs LIST --outdir DIR)"
         )
+    if args.skip_existing and os.path.exists(args.output):
+        print(json.dumps({"output": args.output, "skipped": "the output exists already"}))
+        return 0
     summary = subtract_files(
         args.template,
         args.science,
@@ -232,14 +139,6 @@ def _read_pairs(path):
     return pairs
 
 
-def _progress(i, n, failed):
-    stream = sys.stderr
-    width = 30
-    done = int(width * i / n)
-    stream.write(f"\r[{'#' * done}{'.' * (width - done)}] {i}/{n} pairs, {failed} failed")
-    stream.flush()
-
-
 def _stem(path):
     """File name without directory and without ``.gz``/``.fz`` and ``.fits``/``.fit``."""
     name = os.path.basename(path)
@@ -268,14 +167,19 @@ def _subtract_pairs(args):
     pairs = _read_pairs(args.pairs)
     os.makedirs(args.outdir, exist_ok=True)
     config = _config(args)
-    results, failures = [], []
-    _progress(0, len(pairs), 0)
+    results, failures, skipped = [], [], []
+    progress(0, len(pairs), 0)
     for i, parts in enumerate(pairs, 1):
         template, science = parts[:2]
         name = (
             parts[2] if len(parts) == 3 else f"diff_{_stem(science)}_minus_{_stem(template)}.fits"
         )
         output = os.path.join(args.outdir, name)
+        summary_path = os.path.splitext(output)[0] + ".json"
+        if args.skip_existing and os.path.exists(output) and os.path.exists(summary_path):
+            skipped.append(output)  # written by an earlier run (the JSON is written last)
+            progress(i, len(pairs), len(failures), len(skipped))
+            continue
         try:
             summary = subtract_files(
                 template,
@@ -286,16 +190,19 @@ def _subtract_pairs(args):
                 overwrite=args.overwrite,
                 template_psf=args.template_psf,
                 science_psf=args.science_psf,
-                summary_path=os.path.splitext(output)[0] + ".json",
+                summary_path=summary_path,
             )
             results.append(summary)
         except Exception as err:  # noqa: BLE001 - a failed pair is reported, the rest still run
             log.debug("pair %s %s failed", template, science, exc_info=True)
             failures.append({"template": template, "science": science, "error": _one_line(err)})
             sys.stderr.write(f"\nfailed: {template} {science}: {_one_line(err)}\n")
-        _progress(i, len(pairs), len(failures))
+            PROGRESS["drawn"] = False
+        progress(i, len(pairs), len(failures), len(skipped))
     sys.stderr.write("\n")
-    print(json.dumps({"succeeded": len(results), "failed": failures}, indent=2))
+    PROGRESS["drawn"] = False
+    summary = {"succeeded": len(results), "skipped": len(skipped), "failed": failures}
+    print(json.dumps(summary, indent=2))
     return 1 if failures else 0
 
 
@@ -306,12 +213,22 @@ def _one_line(err):
 
 def main(argv=None):
     """Entry point of the ``jaxdiffim`` command; returns the exit status."""
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.verbose)
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in ("SIGTERM", "SIGINT", "SIGHUP"):
+            if hasattr(signal, name):
+                handlers[name] = signal.signal(getattr(signal, name), stop)
+    try:
+        return _run(parser, args)
+    finally:
+        for name, previous in handlers.items():
+            signal.signal(getattr(signal, name), previous)
+
+
+def _run(parser, args):
     from ..cache import enable_compilation_cache
 
     enable_compilation_cache()  # before any compilation: a second run loads the programs
@@ -331,7 +248,12 @@ def main(argv=None):
                 raise _UsageError("--size must be at least 128 pixels")
             from .demo import run_demo
 
-            summary = run_demo(args.outdir, size=args.size, overwrite=args.overwrite)
+            summary = run_demo(
+                args.outdir,
+                size=args.size,
+                overwrite=args.overwrite,
+                skip_existing=args.skip_existing,
+            )
             print(json.dumps(summary, indent=2))
             return 0
         if args.command == "config":

@@ -14,10 +14,15 @@ from ..core.model_psf import next_odd
 from ..errors import InvalidInputError, OutputExistsError
 from ..image import GaussianPsf
 from ..io import read_exposure, read_psf, write_exposure
+from ..io.atomic import refuse_input_targets
 from ..tasks import ModelPsfMatchTask
 from .subtract import ensure_psf
 
 __all__ = ["match_psf_file"]
+
+
+#: A reference PSF narrower than this fraction of the exposure's FWHM is refused.
+NARROWEST_REFERENCE = 0.98
 
 
 def match_psf_file(
@@ -41,6 +46,9 @@ def match_psf_file(
     t0 = time.perf_counter()
     if (reference_fwhm is None) == (reference_psf is None):
         raise InvalidInputError("Give exactly one of reference_fwhm and reference_psf.")
+    refuse_input_targets(
+        {"output": output}, {"exposure": path, "reference PSF": reference_psf, "PSF": psf}
+    )
     if os.path.exists(output) and not overwrite:
         raise OutputExistsError(f"{os.fspath(output)!r} exists; pass --overwrite to replace it.")
     exposure = read_exposure(path)
@@ -54,6 +62,13 @@ def match_psf_file(
             raise InvalidInputError(f"--reference-fwhm must be positive, got {reference_fwhm}.")
         reference = GaussianPsf(15, 15, reference_fwhm / FWHM_PER_SIGMA)
     fwhm_in, fwhm_ref = exposure.psf.computeFwhm(), reference.computeFwhm()
+    asked = fwhm_ref if reference_fwhm is None else reference_fwhm
+    if asked < NARROWEST_REFERENCE * fwhm_in:
+        raise InvalidInputError(
+            f"The reference PSF (FWHM {asked:.2f} px) is narrower than the exposure's PSF "
+            f"(FWHM {fwhm_in:.2f} px): matching would deconvolve (amplified noise, ringing). "
+            "Choose a reference at least as wide as the exposure's PSF."
+        )
     side = max(max(exposure.psf.getDimensions()), next_odd(4.0 * max(fwhm_in, fwhm_ref)))
     exposure.setPsf(exposure.psf.resized(side, side))
     reference = reference.resized(side, side)

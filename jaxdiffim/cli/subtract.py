@@ -22,7 +22,7 @@ from ..algorithms.psf_estimate import estimate_psf
 from ..errors import InvalidInputError, OutputExistsError
 from ..image import ImagePsf, read_sources
 from ..io import read_exposure, read_psf, write_exposure
-from ..io.atomic import atomic_output
+from ..io.atomic import atomic_output, refuse_input_targets
 from ..tasks import AlardLuptonPreconvolveSubtractTask, AlardLuptonSubtractTask
 from ..tasks.config_map import apply_to_task, core_path
 
@@ -165,6 +165,11 @@ def subtract_files(
     """
     config = file_config() if config is None else config
     t0 = time.perf_counter()
+    inputs = {"template": template_path, "science": science_path, "sources": sources}
+    inputs.update({"template PSF": template_psf, "science PSF": science_psf})
+    for who, planes in (("template", template_planes), ("science", science_planes)):
+        inputs.update({f"{who} {kind}": path for kind, path in (planes or {}).items()})
+    refuse_input_targets({"output": output, "summary": summary_path}, inputs)
     for path in (output, summary_path):
         if path is None:
             continue
@@ -174,6 +179,13 @@ def subtract_files(
             raise InvalidInputError(f"The folder of {os.fspath(path)!r} does not exist.")
     template = read_exposure(template_path, **(template_planes or {}))
     science = read_exposure(science_path, **(science_planes or {}))
+    log.info(
+        "Read %s and %s (%d x %d pixels) in %.1f s.",
+        os.fspath(template_path),
+        os.fspath(science_path),
+        *science.image.array.shape,
+        time.perf_counter() - t0,
+    )
     if not template.getBBox().contains(science.getBBox()):
         raise InvalidInputError(
             f"The template (bbox {template.getBBox()}) does not cover the science image (bbox "
@@ -188,10 +200,13 @@ def subtract_files(
     t1 = time.perf_counter()
     task_class = AlardLuptonPreconvolveSubtractTask if score else AlardLuptonSubtractTask
     task = task_class(config=task_config(task_class, config))
+    log.info("Subtracting (%s)...", "score image" if score else "difference image")
     result = task.run(template, science, catalogue)
     t2 = time.perf_counter()
+    log.info("Subtracted in %.1f s (%s).", t2 - t1, result.mode)
     diff = result.scoreExposure if score else result.difference
     write_exposure(diff, output, overwrite=overwrite)
+    log.info("Wrote %s.", os.fspath(output))
     timings = {"read": t1 - t0, "subtract": t2 - t1, "write": time.perf_counter() - t2}
     summary = _summary(task, result, template_path, science_path, timings)
     summary["output"] = os.fspath(output)

@@ -4,6 +4,8 @@ A mask is an integer array; plane ``NAME`` is bit ``MASK_PLANES[NAME]`` (afw
 ``Mask::addMaskPlane`` defaults). The functional core only needs a few of them.
 """
 
+import numpy as np
+
 from ..errors import InvalidInputError
 
 __all__ = [
@@ -16,6 +18,7 @@ __all__ = [
     "SMEARED_TO_SUSPECT",
     "bit",
     "bits",
+    "integer_mask",
 ]
 
 #: afw's default plane numbers.
@@ -82,3 +85,33 @@ def bits(names):
             )
         out |= 1 << MASK_PLANES[name]
     return out
+
+
+def integer_mask(array, what):
+    """``array`` as an int32 mask (host side): integer arrays as they are (a view when already
+    int32), boolean and float arrays only when every value is a whole number that fits.
+
+    Parameters
+    ----------
+    array : array_like, shape (H, W)
+    what : str
+        The input's name, for the error.
+
+    Raises
+    ------
+    InvalidInputError
+        A float mask with NaN, fractional or out-of-range values, or a non-numeric one.
+    """
+    a = np.asarray(array)
+    if np.issubdtype(a.dtype, np.integer) or a.dtype == bool:
+        return a.astype(np.int32, copy=False)
+    if np.issubdtype(a.dtype, np.floating):
+        with np.errstate(invalid="ignore"):
+            whole = np.isfinite(a) & (a == np.round(a)) & (a >= -(2**31)) & (a < 2**32)
+        if whole.all():  # FITS masks are often stored as floats; uint32 bit 31 wraps
+            return a.astype(np.int64).astype(np.uint32).view(np.int32)
+        raise InvalidInputError(
+            f"{what} must hold whole-number bit values; {int((~whole).sum())} of its values "
+            f"are NaN, fractional or out of range ({a.dtype}). Give an integer mask."
+        )
+    raise InvalidInputError(f"{what} must be an integer array, got {a.dtype}.")

@@ -95,13 +95,20 @@ def clipped_mean_std(x, mask, n_sigma=3.0, n_iter=3, bisect=False):
     else:
         median, q75, q25 = _sorted_quantiles(x, mask, (0.5, 0.75, 0.25))
     iqr = q75 - q25
-    centre, half = median, n_sigma * IQ_TO_STDEV * iqr
-    mean = var = median
+    # sums of squares in units of a power of two near the data's magnitude (exact scaling):
+    # a variance plane of 1e24 squared would overflow float32
+    ref = jnp.maximum(jnp.abs(median), iqr)
+    ref = jnp.where(jnp.isfinite(ref) & (ref > 0), ref, 1.0)
+    exponent = jnp.round(jnp.log2(ref))
+    scale, inv = jnp.exp2(exponent).astype(x.dtype), jnp.exp2(-exponent).astype(x.dtype)
+    y = x * inv[..., None]  # products by one factor: a value equal to the median stays equal
+    centre, half = median * inv, n_sigma * IQ_TO_STDEV * iqr * inv
+    mean = var = centre
     for _ in range(n_iter):
-        keep = mask & (jnp.abs(x - centre[..., None]) <= half[..., None])
-        mean, var, _ = _mean_var(x, keep)
+        keep = mask & (jnp.abs(y - centre[..., None]) <= half[..., None])
+        mean, var, _ = _mean_var(y, keep)
         centre, half = mean, n_sigma * jnp.sqrt(var)
-    return mean, jnp.sqrt(var)
+    return mean * scale, jnp.sqrt(var) * scale
 
 
 def residual_statistics(diff, variance, good):

@@ -11,7 +11,7 @@ import copy as _copy
 import numpy as np
 
 from ..core.convolve import MaskedImage
-from ..core.masks import MASK_PLANES
+from ..core.masks import MASK_PLANES, integer_mask
 from ..errors import InvalidInputError
 
 __all__ = ["Box2I", "Image", "Mask", "Exposure"]
@@ -145,6 +145,7 @@ class Mask(Image):
     """Integer mask with named bit planes (afw ``Mask``), afw's default plane numbers."""
 
     def __init__(self, array, xy0=(0, 0), planes=None, *, copy=True):
+        array = integer_mask(array, "mask")  # a view when it is int32 already
         super().__init__(array, xy0, dtype=np.int32, copy=copy)
         self.planes = dict(MASK_PLANES if planes is None else planes)
 

@@ -25,38 +25,43 @@ import warnings
 
 import numpy as np
 from astropy.io import fits
-from astropy.stats import mad_std
-from astropy.wcs import WCS, FITSFixedWarning
 
-from ..algorithms.photometry import AB_NJY_ZEROPOINT
-from ..algorithms.psf_estimate import central_region
-from ..algorithms.scale_variance import coarse_background
 from ..core.masks import MASK_PLANES
-from ..errors import InputFileError, InvalidInputError
+from ..errors import InputFileError, InvalidInputError, JaxDiffimError
 from ..image.exposure import Exposure, Mask
 from ..image.psf import ImagePsf
 from .atomic import atomic_output
+from .headers import (
+    band,
+    calibration,
+    carry,
+    estimate_variance,
+    mask_planes,
+    saturation_mask,
+    wcs_of,
+)
 
 __all__ = ["read_exposure", "write_exposure", "read_psf", "estimate_variance"]
 
-_STRUCTURAL = {
-    "SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "XTENSION", "PCOUNT", "GCOUNT",
-    "EXTNAME", "EXTTYPE", "BZERO", "BSCALE", "INHERIT", "CHECKSUM", "DATASUM", "LTV1", "LTV2",
-}  # fmt: skip
+#: Variances whose median fills the variance of pixels without data.
+_FILL_SAMPLES = 1 << 20
 
 
 def _open(path, what):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise InputFileError(f"{what} file {path!r} does not exist.")
-    try:
-        hdul = fits.open(path, memmap=False)
-        hdul.verify("silentfix")
-        for hdu in hdul:
-            _ = hdu.data  # force reading: a truncated file fails here, not later
-    except Exception as exc:  # noqa: BLE001 - gzip/zlib/verify errors too: one clear error
-        raise InputFileError(f"{what} file {path!r} is not a readable FITS file ({exc}).") from exc
-    return hdul
+    # the file is opened (and closed) here: astropy keeps a file it fails on open
+    with open(path, "rb") as handle:
+        try:
+            hdul = fits.open(handle, memmap=False)
+            hdul.verify("silentfix")
+            for hdu in hdul:
+                _ = hdu.data  # force reading: a truncated file fails here, not later
+        except Exception as exc:  # noqa: BLE001 - gzip/zlib/verify errors too: one clear error
+            message = f"{what} file {path!r} is not a readable FITS file ({exc})."
+            raise InputFileError(message) from None
+    return hdul  # every HDU is in memory
 
 
 def _first_image(hdul, path, what):
@@ -66,173 +71,37 @@ def _first_image(hdul, path, what):
     raise InputFileError(f"{what} file {path!r} has no 2-D image HDU.")
 
 
-def _wcs(header, xy0=(0, 0)):
-    """The header's celestial WCS in *parent* pixel coordinates (``CRPIX`` shifted by xy0).
-
-    afw writes the WCS of the array (``LTV`` = -xy0); :class:`Exposure` keeps it in parent
-    coordinates, so that sub-images share it.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
-        try:
-            w = WCS(header)
-        except Exception:  # noqa: BLE001 - an unusable WCS is simply absent
-            return None
-    if not w.has_celestial:
-        return None
-    w.wcs.crpix = w.wcs.crpix + np.asarray(xy0, float)
-    return w
-
-
-def _header_float(header, *keys):
-    for key in keys:
-        if key in header:
-            try:
-                return float(header[key])
-            except (TypeError, ValueError):
-                continue
-    return None
-
-
-def _pair_mean(header, key, reduce=np.mean):
-    value = _header_float(header, key)
-    if value is None:
-        pair = [_header_float(header, key + s) for s in ("A", "B")]
-        pair = [p for p in pair if p is not None]
-        value = float(reduce(pair)) if pair else None
-    return value
-
-
-#: Variances whose median fills the variance of pixels without data.
-_FILL_SAMPLES = 1 << 20
-
-#: Side of the central region whose pixels give the noise level of a header-less image (a
-#: million pixels measure it to 0.1 %).
-_NOISE_REGION = 1024
-
-
-def estimate_variance(image, header=None):
-    """Variance plane of a plain image from its header, else robustly from its pixels.
-
-    Parameters
-    ----------
-    image : ndarray, shape (H, W)
-        Pixel values in counts (ADU); NaN allowed.
-    header : astropy.io.fits.Header, optional
-
-    Returns
-    -------
-    ndarray, float32, shape (H, W)
-
-    Raises
-    ------
-    InvalidInputError
-        When there are too few finite pixels, or their scatter is zero, so that no noise level
-        can be estimated (give a variance, weight or sigma file).
-    """
-    header = header if header is not None else fits.Header()
-    img = np.asarray(image, np.float32)
-    finite = np.isfinite(img)
-    gain = _pair_mean(header, "GAIN")
-    gain = gain if gain is not None and gain > 0 else None
-    sky = _header_float(header, "AVSKY", "SKYLEVEL", "SKY")
-    clean = np.where(finite, img, 0.0)
-    if gain is not None and sky is not None and sky >= 0:
-        rn = _pair_mean(header, "RDNOISE") or 0.0
-        var = (np.maximum(clean, 0.0) + sky) / gain + (rn / gain) ** 2
-        return var.astype(np.float32)
-    n_finite = int(np.count_nonzero(finite))
-    if n_finite < 100:
-        raise InvalidInputError(
-            f"Cannot estimate a variance from {n_finite} finite pixels; give a variance, "
-            "weight or sigma file."
-        )
-    # a smooth sky (a gradient, un-subtracted sky) must not inflate the noise: measure it
-    # around the binned background of the pixels (ScaleVariance's, 32-px bins); without a gain
-    # only the noise level is needed, measured on the central 1024² region of large images
-    region = (slice(None), slice(None))
-    if gain is None:
-        region = central_region(img.shape, _NOISE_REGION)
-    if finite[region].sum() < 100:  # a central hole: use every pixel
-        region = (slice(None), slice(None))
-    part, good = img[region], finite[region]
-    sky_model = np.asarray(
-        coarse_background(
-            np.where(good, part, np.nan), np.zeros(part.shape, np.int32), extrapolate=True
-        )
-    )
-    if not np.isfinite(sky_model).all():
-        sky_model = np.where(np.isfinite(sky_model), sky_model, np.median(part[good]))
-    mad = mad_std((part - sky_model)[good])
-    if not mad > 0:
-        raise InvalidInputError(
-            "The image has no pixel-to-pixel scatter, so its noise cannot be estimated; give a "
-            "variance, weight or sigma file."
-        )
-    var = np.full(img.shape, mad**2, np.float32)
-    if gain is not None:
-        var += np.maximum(clean - sky_model, 0.0) / np.float32(gain)
-    return var
-
-
-def _saturation_mask(image, header):
-    level = _header_float(header, "SATURATE")
-    if level is None:
-        level = _pair_mean(header, "SATURAT", reduce=np.min)
-    if level is None:
-        return np.zeros(image.shape, bool)
-    sky = _header_float(header, "AVSKY", "SKYLEVEL", "SKY") or 0.0
-    with np.errstate(invalid="ignore"):
-        return np.asarray(image) >= level - sky
-
-
-def _calibration(header):
-    value = _header_float(header, "PHOTCALIB")
-    if value is not None:
-        return value
-    zp = _header_float(header, "MAGZERO", "MAGZP", "ZEROPT")
-    return 10.0 ** (-0.4 * (zp - AB_NJY_ZEROPOINT)) if zp is not None else 1.0
-
-
-def _band(header):
-    for key in ("BAND", "FILTER"):
-        if key in header and str(header[key]).strip():
-            return str(header[key]).split()[0]
-    return None
-
-
-def _mask_planes(header):
-    planes = {k[3:]: int(v) for k, v in header.items() if k.startswith("MP_")}
-    return planes or dict(MASK_PLANES)
-
-
-def _carry(header):
-    out = fits.Header()
-    for card in header.cards:
-        if card.keyword not in _STRUCTURAL and card.keyword not in ("", "COMMENT", "HISTORY"):
-            out.append(card)
-    return out
-
-
 def _read_afw(hdul):
     img_hdu, mask_hdu, var_hdu = hdul["IMAGE"], hdul["MASK"], hdul["VARIANCE"]
     header = img_hdu.header
     xy0 = (-int(header.get("LTV1", 0)), -int(header.get("LTV2", 0)))
-    meta = _carry(hdul[0].header)
-    meta.update(_carry(header))
+    meta = carry(hdul[0].header)
+    meta.update(carry(header))
     psf = None
     if "PSF" in hdul:
         psf = ImagePsf(hdul["PSF"].data)
-    mask = Mask(mask_hdu.data.astype(np.int32), xy0, _mask_planes(mask_hdu.header))
+    mask = Mask(mask_hdu.data.astype(np.int32), xy0, mask_planes(mask_hdu.header))
+    image = img_hdu.data.astype(np.float32)
+    variance = var_hdu.data.astype(np.float32)
+    if image.shape != variance.shape or image.shape != mask.array.shape:
+        raise InputFileError(
+            f"The IMAGE {image.shape}, MASK {mask.array.shape} and VARIANCE {variance.shape} "
+            "extensions differ in shape; write planes of one shape."
+        )
+    # as the subtraction would: unusable pixels are flagged, never passed on unmarked
+    no_data = ~np.isfinite(image)
+    bad = ~no_data & ~(np.isfinite(variance) & (variance > 0))
+    mask.array |= np.where(no_data, 1 << MASK_PLANES["NO_DATA"], 0).astype(np.int32)
+    mask.array |= np.where(bad, 1 << MASK_PLANES["BAD"], 0).astype(np.int32)
     return Exposure(
-        img_hdu.data.astype(np.float32),
+        image,
         mask,
-        var_hdu.data.astype(np.float32),
+        variance,
         copy=False,  # new arrays
         psf=psf,
-        wcs=_wcs(header, xy0),
-        photoCalib=_calibration(meta),
-        band=_band(meta),
+        wcs=wcs_of(header, xy0),
+        photoCalib=calibration(meta),
+        band=band(meta),
         xy0=xy0,
         metadata=meta,
     )
@@ -279,15 +148,28 @@ def read_exposure(path, *, variance=None, weight=None, sigma=None, mask=None, ps
         raise InvalidInputError("Give at most one of variance, weight and sigma.")
     with _open(path, "Image") as hdul:
         names = {h.name for h in hdul}
-        if {"IMAGE", "MASK", "VARIANCE"} <= names:
+        afw = {"IMAGE", "MASK", "VARIANCE"}
+        if names & afw not in (set(), {"IMAGE"}, afw):  # a lone IMAGE HDU is a plain image
+            raise InputFileError(
+                f"{os.fspath(path)!r} has the {'/'.join(sorted(names & afw))} extension(s) of "
+                f"afw's layout but no {'/'.join(sorted(afw - names))}: it is incomplete. Write "
+                "all of IMAGE, MASK and VARIANCE, or the image alone as a plain FITS image "
+                "(with --*-variance/--*-mask files if you have them)."
+            )
+        if afw <= names:
             if given or mask:
                 raise InvalidInputError(
                     f"{os.fspath(path)!r} already has MASK and VARIANCE planes (afw layout); "
                     "variance, weight, sigma and mask files apply to plain images only."
                 )
-            exp = _read_afw(hdul)
-        else:
-            exp = _read_plain(hdul, path, given, mask)
+        try:
+            exp = _read_afw(hdul) if afw <= names else _read_plain(hdul, path, given, mask)
+        except JaxDiffimError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a damaged header or plane: one clear error
+            raise InputFileError(
+                f"Image file {os.fspath(path)!r} is not a readable FITS exposure ({exc})."
+            ) from None
     if psf is not None:
         exp.psf = read_psf(psf)
     return exp
@@ -296,25 +178,26 @@ def read_exposure(path, *, variance=None, weight=None, sigma=None, mask=None, ps
 def _read_plain(hdul, path, given, mask):
     hdu = _first_image(hdul, path, "Image")
     header = hdul[0].header.copy() if hdu is not hdul[0] else fits.Header()
-    header.update(_carry(hdu.header))
+    header.update(carry(hdu.header))
     image = np.array(hdu.data, np.float32)
     bad = ~np.isfinite(image)
     if given:
         kind, aux = given[0]
         data, _ = _aux_plane(aux, kind, image.shape)
         data = np.array(data, np.float32)  # an owned copy (the exposure takes it over)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             var = {"variance": data, "weight": 1.0 / data, "sigma": data**2}[kind]
-        bad |= ~(np.isfinite(var) & (var > 0))
     else:
-        var = estimate_variance(image, header)
+        with np.errstate(over="ignore"):
+            var = estimate_variance(image, header)
+    bad |= ~(np.isfinite(var) & (var > 0))  # no noise level there: no data
     if mask is not None:
         data, mhead = _aux_plane(mask, "mask", image.shape)
-        m = Mask(np.asarray(data).astype(np.int32), planes=_mask_planes(mhead))
+        m = Mask(np.asarray(data).astype(np.int32), planes=mask_planes(mhead))
         mask_array = m.to_standard()
     else:
         mask_array = np.zeros(image.shape, np.int32)
-    mask_array |= np.where(_saturation_mask(image, header), 1 << MASK_PLANES["SAT"], 0).astype(
+    mask_array |= np.where(saturation_mask(image, header), 1 << MASK_PLANES["SAT"], 0).astype(
         np.int32
     )
     mask_array |= np.where(bad, 1 << MASK_PLANES["NO_DATA"], 0).astype(np.int32)
@@ -330,9 +213,9 @@ def _read_plain(hdul, path, given, mask):
         mask_array,
         var.astype(np.float32, copy=False),
         copy=False,
-        wcs=_wcs(header),
-        photoCalib=_calibration(header),
-        band=_band(header),
+        wcs=wcs_of(header),
+        photoCalib=calibration(header),
+        band=band(header),
         metadata=header,
     )
 
@@ -359,7 +242,7 @@ def _hdus(exposure):
     x0, y0 = exposure.getXY0()
     primary = fits.PrimaryHDU()
     meta = exposure.metadata if exposure.metadata is not None else fits.Header()
-    primary.header.update(_carry(meta))
+    primary.header.update(carry(meta))
     if exposure.band:
         primary.header["BAND"] = exposure.band
     primary.header["PHOTCALIB"] = (exposure.photoCalib, "nJy per count")
