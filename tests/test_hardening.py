@@ -328,3 +328,11 @@ def test_signal_leaves_no_partial_files(tmp_path, sig):
     assert proc.returncode == 128 + sig, err
     assert err.decode().strip().splitlines()[-1].startswith("jaxdiffim: stopped by ")
     assert list(outdir.iterdir()) == []
+
+
+def test_widened_selection_is_warned_once_in_best_mode(caplog):
+    """mode=best sets up both directions; the warning is for the one it fits, once."""
+    config = SubtractionConfig(mode="best", detection_threshold_max=10.5)
+    with caplog.at_level("WARNING"):
+        alard_lupton_subtract(TEMPLATE, SCIENCE, PSF_T, PSF_S, None, config)
+    assert caplog.text.count("no upper S/N limit") == 1

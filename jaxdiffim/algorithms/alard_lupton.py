@@ -200,6 +200,8 @@ def _subtract(template, science, template_psf, science_psf, sources, config, cal
     try:
         if chosen is None:  # (mode=best selected them already)
             chosen = kernel_sources(sources, prep, kcfg.kernel_size, config, extra_edge)
+        if chosen["relaxed"]:
+            log.warning(chosen["relaxed"])
         timings["sources"] = time.perf_counter() - t1
         t1 = time.perf_counter()
         radius = 5.0 * s_fwhm / FWHM_PER_SIGMA  # QA footprints: 5 sigma of the science PSF

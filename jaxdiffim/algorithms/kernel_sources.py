@@ -7,7 +7,6 @@ Port of the parts of ``AlardLuptonSubtractTask`` that choose the basis widths an
 """
 
 import functools
-import logging
 
 import numpy as np
 
@@ -18,8 +17,6 @@ from .prepare import catalogue_columns
 from .sources import select_kernel_sources
 
 __all__ = ["kernel_setup", "kernel_sources", "unsmeared_bits"]
-
-log = logging.getLogger(__name__)
 
 
 def kernel_setup(config, convolved_fwhm, reference_fwhm):
@@ -72,7 +69,8 @@ def kernel_sources(sources, prep, kernel_size, config, extra_edge=0):
     -------
     dict
         ``x``, ``y``, ``index``, ``rating`` of the chosen sources; ``qa_x``, ``qa_y``;
-        ``relaxed`` (whether the selection was widened).
+        ``relaxed`` (None, or the message saying how the selection was widened: the caller
+        logs it as a warning for the direction it fits).
     """
     science, template = prep.science, prep.template
     mask = np.asarray(science.mask) | np.asarray(template.mask)
@@ -102,7 +100,7 @@ def kernel_sources(sources, prep, kernel_size, config, extra_edge=0):
         min_sources=config.min_kernel_sources,
         origin=origin,
     )
-    relaxed = False
+    relaxed = None
     try:
         selection = select(
             max_snr=config.detection_threshold_max,
@@ -113,11 +111,9 @@ def kernel_sources(sources, prep, kernel_size, config, extra_edge=0):
             raise  # nothing to widen
         # policy (jaxdiffim.algorithms.config): widen the window once before giving up
         selection = select(max_snr=np.inf, restrict_edge=False)
-        relaxed = True
-        log.warning(
-            "%s Kept %d sources with no upper S/N limit and only the stamp inside the image.",
-            err,
-            len(selection.indices),
+        relaxed = (  # logged by the caller, for the direction it fits
+            f"{err} Kept {len(selection.indices)} sources with no upper S/N limit and only the "
+            "stamp inside the image."
         )
     idx = selection.indices
     rating = None if rating is None else np.asarray(rating, float)[idx]
