@@ -71,6 +71,11 @@ def _first_image(hdul, path, what):
     raise InputFileError(f"{what} file {path!r} has no 2-D image HDU.")
 
 
+def _flag(mask, where, plane):
+    """Set ``plane``'s bit of the int32 ``mask`` where ``where`` is True, in place."""
+    np.bitwise_or(mask, np.int32(1 << MASK_PLANES[plane]), out=mask, where=where)
+
+
 def _read_afw(hdul):
     img_hdu, mask_hdu, var_hdu = hdul["IMAGE"], hdul["MASK"], hdul["VARIANCE"]
     header = img_hdu.header
@@ -91,8 +96,8 @@ def _read_afw(hdul):
     # as the subtraction would: unusable pixels are flagged, never passed on unmarked
     no_data = ~np.isfinite(image)
     bad = ~no_data & ~(np.isfinite(variance) & (variance > 0))
-    mask.array |= np.where(no_data, 1 << MASK_PLANES["NO_DATA"], 0).astype(np.int32)
-    mask.array |= np.where(bad, 1 << MASK_PLANES["BAD"], 0).astype(np.int32)
+    _flag(mask.array, no_data, "NO_DATA")
+    _flag(mask.array, bad, "BAD")
     return Exposure(
         image,
         mask,
@@ -197,10 +202,8 @@ def _read_plain(hdul, path, given, mask):
         mask_array = m.to_standard()
     else:
         mask_array = np.zeros(image.shape, np.int32)
-    mask_array |= np.where(saturation_mask(image, header), 1 << MASK_PLANES["SAT"], 0).astype(
-        np.int32
-    )
-    mask_array |= np.where(bad, 1 << MASK_PLANES["NO_DATA"], 0).astype(np.int32)
+    _flag(mask_array, saturation_mask(image, header), "SAT")
+    _flag(mask_array, bad, "NO_DATA")
     if bad.all():
         raise InvalidInputError(f"Image file {os.fspath(path)!r} has no finite pixels.")
     if bad.any():  # a typical variance (a regular subsample's median) for the holes

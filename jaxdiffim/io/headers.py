@@ -102,9 +102,9 @@ def estimate_variance(image, header=None):
     gain = pair_mean(header, "GAIN")
     gain = gain if gain is not None and gain > 0 else None
     sky = header_float(header, "AVSKY", "SKYLEVEL", "SKY")
-    clean = np.where(finite, img, 0.0)
     if gain is not None and sky is not None and sky >= 0:
         rn = pair_mean(header, "RDNOISE") or 0.0
+        clean = np.where(finite, img, np.float32(0.0))
         var = (np.maximum(clean, 0.0) + sky) / gain + (rn / gain) ** 2
         return var.astype(np.float32)
     n_finite = int(np.count_nonzero(finite))
@@ -137,6 +137,7 @@ def estimate_variance(image, header=None):
         )
     var = np.full(img.shape, mad**2, np.float32)
     if gain is not None:
+        clean = np.where(finite, img, np.float32(0.0))
         var += np.maximum(clean - sky_model, 0.0) / np.float32(gain)
     return var
 
