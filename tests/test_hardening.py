@@ -67,6 +67,35 @@ def _crop(shape):
     return lambda m: MaskedImage(*(np.asarray(a)[: shape[0], : shape[1]] for a in m))
 
 
+def _edge_stars(m, sigma, seed):
+    """Stars only within 6 pixels of the border (no kernel stamp fits around them)."""
+    from jaxdiffim.testing.synthetic import make_test_image
+
+    rng = np.random.default_rng(0)
+    side = rng.integers(0, 4, 12)
+    t = rng.uniform(10, N - 10, 12)
+    d = rng.uniform(2, 6, 12)
+    x = np.select([side == 0, side == 1, side == 2], [d, N - 1 - d, t], t)
+    y = np.select([side == 0, side == 1, side == 2], [t, t, d], N - 1 - d)
+    scene = make_test_image(
+        psf_sigma=sigma,
+        noise_level=1.0,
+        noise_seed=seed,
+        size=(N, N),
+        x=x,
+        y=y,
+        flux=np.full(12, 2e4),
+    )
+    return m._replace(image=np.asarray(scene.image, np.float32))
+
+
+def _saturate_stars(m):
+    """Every star's core flagged SAT (saturated-only stars)."""
+    image = np.asarray(m.image)
+    core = image > np.median(image) + 5.0 * np.sqrt(np.median(m.variance))
+    return m._replace(mask=np.where(core, np.int32(2), m.mask))  # SAT is bit 1
+
+
 BOX = np.s_[60:70, 60:70]
 WEDGE = np.tril(np.ones((N, N), bool))[::-1] & (np.add.outer(np.arange(N), np.arange(N)) > 250)
 
@@ -124,6 +153,22 @@ CASES = [
         "no stars",
         lambda m: m._replace(image=np.random.default_rng(1).normal(size=(N, N)).astype("f4")),
         lambda m: m._replace(image=np.random.default_rng(2).normal(size=(N, N)).astype("f4")),
+        None,
+        None,
+        (InsufficientKernelSourcesError, "built-in detection found"),
+    ),
+    (
+        "stars only at the edge",
+        lambda m: _edge_stars(m, 2.0, 7),
+        lambda m: _edge_stars(m, 2.4, 6),
+        None,
+        None,
+        (InsufficientKernelSourcesError, "built-in detection found"),
+    ),
+    (
+        "saturated-only stars",
+        _saturate_stars,
+        _saturate_stars,
         None,
         None,
         (InsufficientKernelSourcesError, "built-in detection found"),
@@ -336,3 +381,16 @@ def test_widened_selection_is_warned_once_in_best_mode(caplog):
     with caplog.at_level("WARNING"):
         alard_lupton_subtract(TEMPLATE, SCIENCE, PSF_T, PSF_S, None, config)
     assert caplog.text.count("no upper S/N limit") == 1
+
+
+def test_pairs_warnings_are_logged_once(files, capsys):
+    """A truncated file in --pairs: astropy's warning once, on its own line, then the failure."""
+    pairs = os.path.join(files["folder"], "pairs-warn.txt")
+    with open(pairs, "w") as fh:
+        fh.write(f"{files['template']} {files['truncated']}\n")
+    outdir = os.path.join(files["folder"], "pairs-warn")
+    assert main(["subtract", "--pairs", pairs, "--outdir", outdir]) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if "truncated" in line]
+    assert sum(line.startswith("failed: ") for line in lines) == 1
+    warnings = [line for line in lines if not line.startswith("failed: ")]
+    assert len(warnings) <= 1 and all(line.startswith("WARNING") for line in warnings)
