@@ -394,3 +394,33 @@ def test_pairs_warnings_are_logged_once(files, capsys):
     assert sum(line.startswith("failed: ") for line in lines) == 1
     warnings = [line for line in lines if not line.startswith("failed: ")]
     assert len(warnings) <= 1 and all(line.startswith("WARNING") for line in warnings)
+
+
+def _wcs(crval_ra):
+    from astropy.wcs import WCS
+
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [crval_ra, -30.0]
+    w.wcs.crpix = [N / 2, N / 2]
+    w.wcs.cdelt = [-0.27 / 3600, 0.27 / 3600]
+    return w
+
+
+@pytest.mark.parametrize(
+    "template_kwargs, message",
+    [
+        ({"xy0": (20, 0)}, "does not contain the science bbox"),
+        ({"wcs": _wcs(150.001)}, "WCSs differ by"),
+    ],
+    ids=["xy0", "wcs"],
+)
+def test_task_refuses_mismatched_grids(template_kwargs, message):
+    t = Exposure(
+        TEMPLATE.image, TEMPLATE.mask, TEMPLATE.variance, psf=ImagePsf(PSF_T), **template_kwargs
+    )
+    s = Exposure(
+        SCIENCE.image, SCIENCE.mask, SCIENCE.variance, psf=ImagePsf(PSF_S), wcs=_wcs(150.0)
+    )
+    with pytest.raises(InvalidInputError, match=message):
+        AlardLuptonSubtractTask().run(t, s)
