@@ -15,7 +15,7 @@ import numpy as np
 
 from ..algorithms.difference_psf import DifferencePsf
 from ..algorithms.psf_estimate import fourier_shift
-from ..algorithms.psf_shape import psf_moments
+from ..algorithms.psf_shape import evaluate_psf, psf_moments
 from ..core.basis import FWHM_PER_SIGMA
 from ..core.model_psf import recentre
 from ..errors import InvalidInputError
@@ -55,17 +55,16 @@ def _xy(x, y):
 
 
 def _check_stamp(image, what):
-    img = np.array(image, dtype=np.float64)
+    """A unit-sum float64 copy of a PSF stamp, checked as every PSF image is
+    (:func:`~jaxdiffim.algorithms.psf_shape.evaluate_psf`: finite, a positive sum, even sides
+    padded in front), and at least 3x3."""
+    img = np.asarray(image)
     if img.ndim != 2 or min(img.shape) < 3:
         raise InvalidInputError(f"{what} must be a 2-D image at least 3x3, got {img.shape}.")
-    if not np.all(np.isfinite(img)):
-        raise InvalidInputError(f"{what} has non-finite pixels; give a finite PSF image.")
-    total = img.sum()
-    if not total > 0:
-        raise InvalidInputError(f"{what} must have a positive sum, got {total}.")
-    if img.shape[0] % 2 == 0 or img.shape[1] % 2 == 0:
-        # pad in front: pixel (n - 1) // 2 of the even side stays the centre
-        img = np.pad(img, ((1 - img.shape[0] % 2, 0), (1 - img.shape[1] % 2, 0)))
+    try:
+        img = evaluate_psf(img, 0.0, 0.0)
+    except InvalidInputError as err:
+        raise InvalidInputError(f"{what}: {err}") from None
     return img / img.sum()
 
 
