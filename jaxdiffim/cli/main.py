@@ -212,12 +212,19 @@ def _one_line(err):
 
 
 def main(argv=None):
-    """Entry point of the ``jaxdiffim`` command; returns the exit status."""
+    """Entry point of the ``jaxdiffim`` command; returns the exit status.
+
+    Called without ``argv`` (as the command), SIGTERM, SIGINT and SIGHUP remove the outputs
+    being written and end the process (:func:`jaxdiffim.cli.process.stop`); ``main(argv)``
+    leaves the caller's signal handling alone.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
     handlers = {}
-    if threading.current_thread() is threading.main_thread():
+    # as the command only (argv from sys.argv): the handler ends the process, which a caller
+    # of main(argv) in its own process (a notebook, a test) must not have done to it on Ctrl-C
+    if argv is None and threading.current_thread() is threading.main_thread():
         for name in ("SIGTERM", "SIGINT", "SIGHUP"):
             if hasattr(signal, name):
                 handlers[name] = signal.signal(getattr(signal, name), stop)
