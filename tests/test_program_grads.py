@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from jaxdiffim import Decorrelation, KernelFitConfig, MaskedImage, subtract_and_decorrelate
+from jaxdiffim import Decorrelation, MaskedImage, subtract_and_decorrelate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -45,15 +45,9 @@ def check_whole_program(problem):
     tmpl, sci, cands = problem
     zeros = jnp.zeros((SIZE, SIZE), jnp.int32)
     weight = jnp.asarray(np.random.default_rng(1).uniform(0.5, 1.5, (SIZE, SIZE)))
-    delta = KernelFitConfig(
-        kernel_basis="delta-function",
-        kernel_size=5,
-        spatial_kernel_order=0,
-        spatial_bg_order=0,
-        single_kernel_clipping=False,
-        kernel_sum_clipping=False,
-        spatial_kernel_clipping=False,
-        n_star_per_cell=-1,
+    # the same fixed selection (no clipping), a constant delta-function kernel
+    delta = FIXED.replace(
+        kernel_basis="delta-function", kernel_size=5, spatial_kernel_order=0, spatial_bg_order=0
     )
 
     def program(template, science, sigmas, config):
