@@ -339,11 +339,16 @@ def test_cli_options_after_the_subcommand_and_integer_files(files, capsys, caplo
         assert np.isfinite(hdul["IMAGE"].data).all()
 
 
-def test_pairs_resume_with_skip_existing(files, capsys):
-    pairs = os.path.join(files["folder"], "pairs.txt")
+def _pairs_file(files, name, sciences):
+    """A --pairs list of the template against each of ``sciences``, and its output folder."""
+    pairs = os.path.join(files["folder"], f"{name}.txt")
     with open(pairs, "w") as fh:
-        fh.write(f"{files['template']} {files['science']}\n{files['template']} {files['novar']}\n")
-    outdir = os.path.join(files["folder"], "pairs")
+        fh.writelines(f"{files['template']} {files[s]}\n" for s in sciences)
+    return pairs, os.path.join(files["folder"], name)
+
+
+def test_pairs_resume_with_skip_existing(files, capsys):
+    pairs, outdir = _pairs_file(files, "pairs", ["science", "novar"])
     assert main(["subtract", "--pairs", pairs, "--outdir", outdir]) == 1
     written = sorted(os.listdir(outdir))
     mtimes = [os.path.getmtime(os.path.join(outdir, n)) for n in written]
@@ -385,10 +390,7 @@ def test_widened_selection_is_warned_once_in_best_mode(caplog):
 
 def test_pairs_warnings_are_logged_once(files, capsys):
     """A truncated file in --pairs: astropy's warning once, on its own line, then the failure."""
-    pairs = os.path.join(files["folder"], "pairs-warn.txt")
-    with open(pairs, "w") as fh:
-        fh.write(f"{files['template']} {files['truncated']}\n")
-    outdir = os.path.join(files["folder"], "pairs-warn")
+    pairs, outdir = _pairs_file(files, "pairs-warn", ["truncated"])
     assert main(["subtract", "--pairs", pairs, "--outdir", outdir]) == 1
     lines = [line for line in capsys.readouterr().err.splitlines() if "truncated" in line]
     assert sum(line.startswith("failed: ") for line in lines) == 1
