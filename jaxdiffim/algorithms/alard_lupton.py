@@ -47,7 +47,7 @@ from ..core.afterburner import Decorrelation
 from ..core.basis import FWHM_PER_SIGMA
 from ..core.convolve import MaskedImage
 from ..core.decorrelation import DECORRELATION_IGNORE_PLANES
-from ..core.masks import bits
+from ..core.masks import DIFFERENCE_SKY_IGNORE, bits
 from ..core.pipeline import subtract_and_decorrelate
 from ..core.preconvolution import preconvolution_kernel, preconvolve
 from ..core.spatial import n_spatial_terms
@@ -217,6 +217,7 @@ def _subtract(template, science, template_psf, science_psf, sources, config, cal
             config=config,
             preconvolution=preconv,
             qa=qa,
+            halo=kcfg.kernel_size + 2 * int(np.ceil(max(fwhms))),
         )
         out, kcfg = _fit_and_subtract(program, chosen, kcfg, config, metrics, prep.coverage)
     except KernelFitError as err:
@@ -225,6 +226,8 @@ def _subtract(template, science, template_psf, science_psf, sources, config, cal
     timings["fit_subtract_decorrelate"] = time.perf_counter() - t1
     solution = out.solution
     solution_metrics(metrics, solution, chosen)
+    if config.subtract_sky:
+        metrics["differenceSkyMean"] = float(out.sky)
     if config.do_decorrelation:
         names = ("science", "template") if mode == "convolveTemplate" else ("template", "science")
         check_mean_variances(out.mean_variances, names)
@@ -323,10 +326,10 @@ def _supported_order(order, n_sources, per_term):
 
 
 def _fit_once(
-    template, science, reference, chosen, sigmas, kcfg, *, mode, config, preconvolution, qa
+    template, science, reference, chosen, sigmas, kcfg, *, mode, config, preconvolution, qa, halo
 ):
     """One run of :func:`jaxdiffim.core.pipeline.subtract_and_decorrelate`; raises a fatal
-    fit status."""
+    fit status. ``halo`` is the side of the ``SUSPECT`` square around saturated pixels."""
     decorrelation = None
     if config.do_decorrelation:
         decorrelation = Decorrelation(
@@ -348,6 +351,8 @@ def _fit_once(
         preconvolution=preconvolution,
         decorrelation=decorrelation,
         qa=qa,
+        sky=(config.sky_bin_size, bits(DIFFERENCE_SKY_IGNORE)) if config.subtract_sky else None,
+        halo=halo,
     )
     st.raise_for_status(out.solution.status)
     return out

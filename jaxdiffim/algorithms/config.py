@@ -90,9 +90,12 @@ class SubtractionConfig:
         Remove the fitted differential background.
     subtract_sky, sky_bin_size
         First subtract each image's own smooth sky: a 3σ-clipped binned background over
-        ``sky_bin_size``-pixel bins (sources left out), interpolated (jaxdiffim addition). Needed
-        for images whose sky is not subtracted: the stamps' constant backgrounds cannot follow
-        a sky gradient, which then biases the kernel.
+        ``sky_bin_size``-pixel bins (sources left out), interpolated; after the subtraction,
+        the difference's residual sky the same way (jaxdiffim additions,
+        :func:`jaxdiffim.core.background.source_free_sky`). Needed for images whose sky is not
+        subtracted: the stamps' constant backgrounds cannot follow a sky gradient, which then
+        biases the kernel; and a differential background fitted in the stamps takes up the PSF
+        wings that the kernel cannot match (a few counts; transient fluxes 1-2 % low).
     required_template_fraction, min_template_fraction_for_expected_success : float
         Coverage guards (fractions of the science image).
     max_kernel_sources, min_kernel_sources, restrict_kernel_edge_sources,
@@ -200,7 +203,7 @@ class SubtractionConfig:
 
 #: What the file path (CLI, demo) changes from :class:`SubtractionConfig`'s ip_diffim defaults:
 #: files from outside the Rubin pipeline keep their sky, and ``auto`` picks the mode.
-FILE_DEFAULTS = {"mode": "best", "do_subtract_background": True, "subtract_sky": True}
+FILE_DEFAULTS = {"mode": "best", "subtract_sky": True}
 
 
 def config_paths(config=None):

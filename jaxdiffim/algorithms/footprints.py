@@ -14,8 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..core.background import binned_background
 from ..core.masks import bits
-from .scale_variance import DEFAULT_MASK_PLANES, _background
+from .scale_variance import DEFAULT_MASK_PLANES
 
 __all__ = ["footprint_filter", "footprint_map", "source_footprints"]
 
@@ -117,7 +118,7 @@ def footprint_map(image, variance, mask, p, threshold, size, flat, binning=1):
     if flat:
         background = jnp.zeros_like(image)
     else:
-        background = _background(image, ((mask & bad) == 0) & jnp.isfinite(image), 32)
+        background = binned_background(image, ((mask & bad) == 0) & jnp.isfinite(image), 32)
     residual = jnp.where(good, image - background, 0.0)
     var = jnp.where(good, variance, 0.0)
     if binning == 2:

@@ -7,16 +7,20 @@ Port of the parts of ``AlardLuptonSubtractTask`` that choose the basis widths an
 """
 
 import functools
+import logging
 
 import numpy as np
 
 from ..core.basis import alard_lupton_sigmas
 from ..core.masks import MASK_PLANES, bits
 from ..errors import InsufficientKernelSourcesError
+from .flux_agreement import flux_agreement
 from .prepare import catalogue_columns
 from .sources import select_kernel_sources
 
 __all__ = ["kernel_setup", "kernel_sources", "unsmeared_bits"]
+
+log = logging.getLogger(__name__)
 
 
 def kernel_setup(config, convolved_fwhm, reference_fwhm):
@@ -116,6 +120,24 @@ def kernel_sources(sources, prep, kernel_size, config, extra_edge=0):
             "stamp inside the image."
         )
     idx = selection.indices
+    fwhm = max(prep.template_size.fwhm, prep.science_size.fwhm)
+    agree, _ = flux_agreement(
+        template,
+        science,
+        np.asarray(x, float)[idx],
+        np.asarray(y, float)[idx],
+        fwhm,
+        bits(config.exclude_mask_planes),
+    )
+    if agree.sum() >= max(config.min_kernel_sources, 3):
+        if not agree.all():
+            log.info(
+                "%d of %d kernel sources left out: their template flux does not follow the "
+                "others' ratio (transients, variables).",
+                int((~agree).sum()),
+                agree.size,
+            )
+        idx = idx[agree]
     rating = None if rating is None else np.asarray(rating, float)[idx]
     h, w = science.image.shape
     x, y = np.asarray(x, float), np.asarray(y, float)

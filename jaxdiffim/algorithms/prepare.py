@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core import programs
-from ..core.convolve import MaskedImage, dilate_mask
+from ..core.background import source_free_sky
+from ..core.convolve import MaskedImage
 from ..core.masks import bit, bits, integer_mask
 from ..errors import InvalidInputError, VarianceScalingError
 from .detection import detections_from_maps, plan_detection, unit_psf
@@ -30,7 +31,6 @@ from .scale_variance import (
     DEFAULT_BIN_SIZE,
     DEFAULT_LIMIT,
     DEFAULT_MASK_PLANES,
-    _background,
     choose_factor,
     variance_statistics,
 )
@@ -41,10 +41,6 @@ log = logging.getLogger(__name__)
 
 #: Pixels beyond ± this value are flagged NO_DATA: their squares and sums overflow float32.
 MAX_PIXEL = 1e30
-#: Significance (σ of a 3 × 3 mean) above which pixels count as sources for the sky.
-_SKY_SOURCE_SNR = 3.0
-#: Side of the square that grows the source pixels left out of the sky.
-_SKY_SOURCE_GROW = 9
 
 
 def as_masked(name, masked, dtype=None):
@@ -146,7 +142,7 @@ def _prepare_arrays(
         sky_mean, sky_ok = jnp.float32(0.0), jnp.bool_(True)
         if sky_bin:
             good = ((mask & ignored) == 0) & jnp.isfinite(image)
-            sky = _source_free_sky(image, masked.variance, good, sky_bin)
+            sky = source_free_sky(image, masked.variance, good, sky_bin)
             sky_ok, sky_mean = jnp.all(jnp.isfinite(sky)), jnp.mean(sky)
             image = (image - sky).astype(image.dtype)
         variance = masked.variance
@@ -186,26 +182,6 @@ def _flag_invalid(masked):
     flags = jnp.where(no_data, bit("NO_DATA"), 0) | jnp.where(bad, bit("BAD"), 0)
     counts = (jnp.sum(new_no_data, dtype=jnp.int32), jnp.sum(new_bad, dtype=jnp.int32))
     return MaskedImage(image, variance, (mask | flags).astype(mask.dtype)), counts
-
-
-def _source_free_sky(image, variance, good, sky_bin):
-    """An image's sky: the binned background (:func:`~.scale_variance._background`, from every
-    second pixel along each axis), then again without the pixels of sources (3 × 3 means above
-    :data:`_SKY_SOURCE_SNR` σ of their noise, grown by :data:`_SKY_SOURCE_GROW` pixels).
-
-    One pass leaves the light of sources in the bins: a transient raised the science sky under
-    itself by about 1 % of its flux (its photometry in the difference was 1-1.5 % low).
-    """
-    sample = 2 if sky_bin % 2 == 0 else 1  # a quarter of each bin's pixels is plenty
-    sky = _background(image, good, sky_bin, extrapolate=True, sample=sample)
-    sigma = jnp.sqrt(jnp.where(variance > 0, variance, jnp.inf))
-    resid = jnp.where(good, image - sky, 0.0)
-    box = jax.lax.reduce_window(
-        resid, np.zeros((), resid.dtype), jax.lax.add, (3, 3), (1, 1), "SAME"
-    )
-    hot = (box / 9.0 > _SKY_SOURCE_SNR * sigma / 3.0).astype(jnp.uint8)
-    hot = dilate_mask(hot, _SKY_SOURCE_GROW) != 0
-    return _background(image, good & ~hot, sky_bin, extrapolate=True, sample=sample)
 
 
 def _footprint_psf(masked, psf):

@@ -13,14 +13,10 @@ the science image and the template in ``_prepareInputs`` (ip_diffim.md §2.10):
 
 The returned factor is what the variance plane should be multiplied by; nothing is modified here.
 
-Background model. meas_algorithms uses afw ``BackgroundMI`` with the ``MEANCLIP`` statistic and
-an Akima spline through the bin centres. Here each bin's level is the same afw ``MEANCLIP``
-(3 sigma, 3 passes, the first centred on the median with half-width ``3 * 0.7413 * IQR``) of its
-good pixels, and the levels are joined by *bilinear* interpolation between bin centres, constant
-beyond the outermost centres. Bins without any good pixel take the mean of their neighbouring
-bins, repeated until every bin has a level (afw interpolates over such bins along rows and
-columns). The background only has to remove large-scale sky structure before taking an
-inter-quartile range, so the interpolant makes a negligible difference to the factor.
+Background model: :func:`jaxdiffim.core.background.binned_background` (afw's ``MEANCLIP`` per
+bin, bilinear between bin centres instead of afw's Akima spline). The background only has to
+remove large-scale sky structure before taking an inter-quartile range, so the interpolant
+makes a negligible difference to the factor.
 
 Deliberate differences:
 
@@ -46,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core import programs
+from ..core.background import binned_background
 from ..core.masks import bits
 from ..core.stats import IQ_TO_STDEV, masked_quantiles
 from ..errors import InvalidInputError, VarianceScalingError
@@ -67,9 +64,6 @@ _log = logging.getLogger(__name__)
 #: inter-quartile range of millions of noise pixels is known to 0.1 % from 2 million of them.
 QUARTILE_PIXELS = 1 << 21
 
-#: Pixels per bin from which the clipped mean's starting median and quartiles are taken.
-_START_SAMPLES = 256
-
 #: Largest credible variance factor (``ScaleVarianceConfig.limit``).
 DEFAULT_LIMIT = 10.0
 
@@ -81,91 +75,6 @@ DEFAULT_BIN_SIZE = 32
 # jitted core
 
 
-def _bin_levels(image, good, bin_size, n_sigma=3.0, n_iter=3):
-    """afw ``MEANCLIP`` of the good pixels of every bin; NaN for bins without good pixels.
-
-    ``image`` and ``good`` have shape (nby * bin_size, nbx * bin_size); returns (nby, nbx).
-    """
-    nby, nbx = image.shape[0] // bin_size, image.shape[1] // bin_size
-
-    def blocks(a):
-        a = a.reshape(nby, bin_size, nbx, bin_size).transpose(0, 2, 1, 3)
-        return a.reshape(nby, nbx, bin_size * bin_size)
-
-    x, g = blocks(image), blocks(good)
-    step = max(1, x.shape[-1] // _START_SAMPLES)  # the clip's start from a regular subsample
-    start = masked_quantiles(x[..., ::step], g[..., ::step], (0.25, 0.5, 0.75))
-    q25, centre, q75 = jnp.moveaxis(start, -1, 0)
-    half = n_sigma * IQ_TO_STDEV * (q75 - q25)
-    mean = centre
-    for _ in range(n_iter):
-        keep = g & (jnp.abs(x - centre[..., None]) <= half[..., None])
-        nk = jnp.sum(keep, axis=-1)
-        mean = jnp.sum(jnp.where(keep, x, 0.0), axis=-1) / jnp.maximum(nk, 1)
-        dev = jnp.where(keep, x - mean[..., None], 0.0)
-        var = jnp.sum(dev * dev, axis=-1) / jnp.maximum(nk - 1, 1)
-        mean = jnp.where(nk > 0, mean, jnp.nan)
-        centre, half = mean, n_sigma * jnp.sqrt(var)
-    return mean
-
-
-def _fill_missing(levels):
-    """Give bins without a level (NaN) the mean of their defined 3x3 neighbours, repeatedly."""
-    nby, nbx = levels.shape
-
-    def step(_, lev):
-        ok = jnp.isfinite(lev)
-        v = jnp.pad(jnp.where(ok, lev, 0.0), 1)
-        w = jnp.pad(ok.astype(lev.dtype), 1)
-        vs = sum(v[i : i + nby, j : j + nbx] for i in range(3) for j in range(3))
-        ws = sum(w[i : i + nby, j : j + nbx] for i in range(3) for j in range(3))
-        return jnp.where(ok, lev, jnp.where(ws > 0, vs / jnp.maximum(ws, 1.0), jnp.nan))
-
-    return jax.lax.fori_loop(0, nby + nbx, step, levels)
-
-
-def _axis_weights(n_pix, bin_size, extrapolate=False):
-    """Static bilinear weights along one axis: lower bin index, upper bin index, fraction.
-
-    Bin ``i`` covers pixels ``[i b, min((i + 1) b, n_pix))``; its centre is the middle of those
-    pixels. Beyond the first and last centres the fraction is clipped (constant extrapolation,
-    as afw's background), or with ``extrapolate`` the line through the two outer centres goes on
-    (a sky gradient is followed up to the image edge).
-    """
-    n_bins = -(-n_pix // bin_size)
-    start = np.arange(n_bins) * bin_size
-    end = np.minimum(start + bin_size, n_pix)
-    centres = 0.5 * (start + end - 1)
-    pix = np.arange(n_pix, dtype=float)
-    if n_bins == 1:
-        zeros = np.zeros(n_pix, np.int32)
-        return zeros, zeros, np.zeros(n_pix)
-    i0 = np.clip(np.searchsorted(centres, pix, side="right") - 1, 0, n_bins - 2)
-    frac = (pix - centres[i0]) / (centres[i0 + 1] - centres[i0])
-    if not extrapolate:
-        frac = np.clip(frac, 0.0, 1.0)
-    return i0.astype(np.int32), (i0 + 1).astype(np.int32), frac
-
-
-def _background(image, good, bin_size, extrapolate=False, sample=1):
-    """Coarse background of ``image`` (shape (H, W)) from the pixels where ``good`` is True;
-    with ``sample`` > 1 (dividing ``bin_size``) from every ``sample``-th pixel along each axis."""
-    height, width = image.shape
-    pad_y, pad_x = -height % bin_size, -width % bin_size
-    sub = np.s_[::sample, ::sample]
-    levels = _bin_levels(
-        jnp.pad(image, ((0, pad_y), (0, pad_x)))[sub],
-        jnp.pad(good, ((0, pad_y), (0, pad_x)))[sub],
-        bin_size // sample,
-    )
-    levels = _fill_missing(levels)
-    x0, x1, fx = _axis_weights(width, bin_size, extrapolate)
-    y0, y1, fy = _axis_weights(height, bin_size, extrapolate)
-    fx, fy = jnp.asarray(fx, image.dtype), jnp.asarray(fy, image.dtype)
-    along_x = levels[:, x0] * (1.0 - fx) + levels[:, x1] * fx  # (nby, W)
-    return along_x[y0, :] * (1.0 - fy)[:, None] + along_x[y1, :] * fy[:, None]
-
-
 def _good_pixels(image, variance, mask, bad_bits):
     return ((mask & bad_bits) == 0) & jnp.isfinite(image) & jnp.isfinite(variance) & (variance > 0)
 
@@ -173,7 +82,7 @@ def _good_pixels(image, variance, mask, bad_bits):
 @partial(jax.jit, static_argnames=("bin_size", "extrapolate"))
 def _background_jit(image, mask, bad_bits, bin_size, extrapolate):
     good = ((mask & bad_bits) == 0) & jnp.isfinite(image)
-    return _background(image, good, bin_size, extrapolate)
+    return binned_background(image, good, bin_size, extrapolate)
 
 
 def _iqr_statistics(image, variance, mask, bad_bits, bin_size, image_based, flat):
@@ -182,7 +91,7 @@ def _iqr_statistics(image, variance, mask, bad_bits, bin_size, image_based, flat
     if flat:  # the sky was subtracted already
         bg = jnp.zeros_like(image)
     else:
-        bg = _background(image, ((mask & bad_bits) == 0) & jnp.isfinite(image), bin_size)
+        bg = binned_background(image, ((mask & bad_bits) == 0) & jnp.isfinite(image), bin_size)
     good = _good_pixels(image, variance, mask, bad_bits).ravel()
     resid = (image - bg).ravel()
     # the quartiles of a regular subsample (every step-th pixel) above QUARTILE_PIXELS pixels

@@ -16,6 +16,8 @@ __all__ = [
     "RENAME_TEMPLATE",
     "DETECTION_EXCLUDE",
     "SMEARED_TO_SUSPECT",
+    "SATURATED",
+    "DIFFERENCE_SKY_IGNORE",
     "bit",
     "bits",
     "integer_mask",
@@ -62,6 +64,21 @@ DETECTION_EXCLUDE = ("NO_DATA", "BAD", "EDGE")
 #: Preserved (unsmeared) planes of a convolved image whose kernel footprints get ``SUSPECT``:
 #: the kernel spreads their bad values, or a saturated star's clipped core, into a ring.
 SMEARED_TO_SUSPECT = ("NO_DATA", "BAD", "SAT", "EDGE", "SAT_TEMPLATE")
+#: Clipped cores of either input, whose bright unclipped ring gets ``SUSPECT`` in the difference.
+SATURATED = ("SAT", "SAT_TEMPLATE")
+#: Pixels left out of the difference's residual sky: sources, flagged and suspect pixels.
+DIFFERENCE_SKY_IGNORE = (
+    "DETECTED",
+    "DETECTED_NEGATIVE",
+    "NO_DATA",
+    "BAD",
+    "SAT",
+    "EDGE",
+    "INTRP",
+    "CR",
+    "SUSPECT",
+    "SAT_TEMPLATE",
+)
 
 
 def bit(name):

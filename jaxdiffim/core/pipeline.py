@@ -19,10 +19,11 @@ from ..errors import InvalidInputError
 from . import programs
 from . import status as st
 from .afterburner import decorrelate_masked
-from .convolve import MaskedImage
+from .background import source_free_sky
+from .convolve import MaskedImage, dilate_mask
 from .decorrelation import psf_filter as psf_filter_at
 from .fit import DEFAULT_CONFIG, KernelSolution, fit_kernel_jit, prepare_fit_arguments
-from .masks import bit
+from .masks import SATURATED, bit, bits
 from .precision import forward_mode_hint
 from .quality import footprint_ratios
 from .subtract import (
@@ -171,6 +172,8 @@ class SubtractionArrays(NamedTuple):
         (:func:`jaxdiffim.core.decorrelation.psf_filter`), or without decorrelation the
         preconvolution (score) or a delta function; ``s = 2 k + 1`` for the larger of the
         kernel and preconvolution sides ``k``.
+    sky : Array, shape ()
+        Mean of the residual sky removed from the difference (0 without ``sky``).
     """
 
     difference: MaskedImage
@@ -183,6 +186,7 @@ class SubtractionArrays(NamedTuple):
     qa_ratios: jax.Array
     qa_used: jax.Array
     psf_filter: jax.Array
+    sky: jax.Array
 
 
 @functools.partial(
@@ -193,6 +197,8 @@ class SubtractionArrays(NamedTuple):
         "preserve_bits",
         "decorrelation",
         "qa_square",
+        "sky",
+        "halo",
     ),
 )
 def _subtract_and_decorrelate(
@@ -211,6 +217,8 @@ def _subtract_and_decorrelate(
     preserve_bits,
     decorrelation,
     qa_square,
+    sky,
+    halo,
 ):
     diff, solution = _subtract(
         template,
@@ -269,6 +277,19 @@ def _subtract_and_decorrelate(
         ).astype(dtype)
     image = difference.image
     mask = jnp.where(jnp.isfinite(image), difference.mask, difference.mask | bit("NO_DATA"))
+    if halo:  # the bright unsaturated ring around clipped cores: SUSPECT
+        clipped = ((template.mask | science.mask) & bits(SATURATED)) != 0
+        ring = dilate_mask(clipped.astype(jnp.uint8), halo) != 0
+        mask = mask | jnp.where(ring, bit("SUSPECT"), 0).astype(mask.dtype)
+    sky_mean = jnp.zeros((), dtype)
+    if sky is not None:  # the residual sky of the difference
+        bin_size, ignored = sky
+        good = ((mask & ignored) == 0) & jnp.isfinite(image) & (difference.variance > 0)
+        level = source_free_sky(
+            jnp.where(good, image, 0.0), difference.variance, good, bin_size
+        ).astype(dtype)
+        level = jnp.where(jnp.isfinite(level), level, 0.0)
+        image, sky_mean = image - level, jnp.mean(level)
     difference = MaskedImage(image, difference.variance, mask.astype(jnp.int32))
     background = background_scale * background_image(solution, image.shape, config, dtype=dtype)
     x, y, valid, radius = qa
@@ -286,6 +307,7 @@ def _subtract_and_decorrelate(
         ratios,
         used,
         psf_filter,
+        sky_mean,
     )
 
 
@@ -304,6 +326,8 @@ def subtract_and_decorrelate(
     decorrelation=None,
     qa=None,
     check=True,
+    sky=None,
+    halo=0,
 ):
     """Fit, subtract, decorrelate and measure the QA ratios in one jitted program.
 
@@ -311,8 +335,9 @@ def subtract_and_decorrelate(
     :func:`subtract_images`; in convolveScience mode the template and background scaled by
     ``1/κ``; the bad pixels filled with the median and the difference decorrelated
     (:mod:`jaxdiffim.core.decorrelation`); non-finite difference pixels flagged ``NO_DATA``;
-    the background image; and :func:`jaxdiffim.core.quality.footprint_ratios` on the QA stars.
-    The fit status is returned, not raised: the caller applies its policies.
+    ``SUSPECT`` on the ``halo`` around saturated pixels; the residual sky of the difference
+    removed (``sky``); the background image; and :func:`jaxdiffim.core.quality.footprint_ratios`
+    on the QA stars. The fit status is returned, not raised: the caller applies its policies.
 
     Parameters
     ----------
@@ -340,6 +365,12 @@ def subtract_and_decorrelate(
         table.
     check : bool
         Validate the fit inputs on the host.
+    sky : tuple (int, int), optional
+        ``(bin side in pixels, mask bits left out)``: remove the difference's residual sky
+        (:func:`jaxdiffim.core.background.source_free_sky`), after the decorrelation.
+    halo : int
+        Side of the square that grows the ``SAT`` and ``SAT_TEMPLATE`` pixels of both inputs
+        into ``SUSPECT`` (0: none).
 
     Returns
     -------
@@ -395,6 +426,8 @@ def subtract_and_decorrelate(
             preserve_bits=int(preserve_bits),
             decorrelation=decorrelation,
             qa_square=square,
+            sky=None if sky is None else (int(sky[0]), int(sky[1])),
+            halo=int(halo),
         )
     if out.matched_science is None:  # not returned by the program: no copy of the input
         out = out._replace(matched_science=reference)
