@@ -150,12 +150,17 @@ def _points(image, settings, x, y, flux, n):
 
 
 def _galaxies(image, settings, gal, n):
-    """Sérsic (n = 1 or 4) galaxies convolved with the PSF at their centres."""
+    """Sérsic (n = 1 or 4) galaxies convolved with the PSF at their centres.
+
+    The profile is cut at a radius set by ``r_e`` alone, so that a galaxy is the same in both
+    images (a cut that grew with the FWHM changed a de Vaucouleurs core by 1-1.5 % between
+    them: a real difference that the truth did not hold).
+    """
     x, y, flux, r_e, q, theta, index = gal
     u, v = x / n, y / n
     f, b, e1, e2 = _fields(settings, u, v)
     for i in range(x.size):
-        half = int(min(40, np.ceil(5 * r_e[i] + 3 * f[i])))
+        half = int(min(40, np.ceil(5 * r_e[i]) + 8))
         dx, dy = x[i] - np.rint(x[i]), y[i] - np.rint(y[i])
         sub = (np.arange(-half, half + 1)[:, None] + np.array([-0.25, 0.25])[None, :]).ravel()
         yy, xx = np.meshgrid(sub - dy, sub - dx, indexing="ij")
