@@ -6,11 +6,12 @@ transients and variables), subtracts them and scores each difference against the
 (:mod:`jaxdiffim.testing.scoring`):
 
 * ``truth``: the noise-only difference (science noise + transients + variability), the floor;
-* ``convolveTemplate``, ``convolveScience``, ``auto``: :func:`alard_lupton_subtract` with the
-  CLI's configuration (``FILE_DEFAULTS``: each image's sky and a differential background
-  subtracted) and the given mode, the true PSF models and masks, no catalogue (built-in
+* ``convolveTemplate``, ``convolveScience``, ``auto``, ``best``: :func:`alard_lupton_subtract`
+  with the CLI's configuration (``FILE_DEFAULTS``: each image's sky and the difference's residual
+  sky subtracted) and the given mode, the true PSF models and masks, no catalogue (built-in
   detection of kernel sources), the QA check reported (``qa_ratio_mean``) instead of raised;
-  transients are photometered with the result's ``difference_psf``;
+  transients are photometered with the result's ``difference_psf``; ``score``: the score
+  image of :func:`alard_lupton_preconvolve_subtract`, photometered the same way;
 * ``sfft`` (with ``--sfft-python``): SFFT's CPU backend through ``experiments/sfft_runner.py``
   in a separate environment (see its docstring), on the same pair written as FITS files (NaN
   where either input is flagged), the sharper image convolved.
@@ -34,27 +35,34 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 from astropy.io import fits
 
-from jaxdiffim.algorithms.alard_lupton import alard_lupton_subtract
+from jaxdiffim.algorithms.alard_lupton import (
+    alard_lupton_preconvolve_subtract,
+    alard_lupton_subtract,
+)
 from jaxdiffim.cli.subtract import file_config
 from jaxdiffim.core.masks import bits
 from jaxdiffim.testing.scenes import SATURATION, SCENES, simulate_scene
 from jaxdiffim.testing.scoring import BAD_PLANES, score_difference
 
-MODES = ("convolveTemplate", "convolveScience", "auto", "best")
+MODES = ("convolveTemplate", "convolveScience", "auto", "best", "score")
 _RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sfft_runner.py")
 
 
 def run_jaxdiffim(scene, mode, overrides=None):
-    """Subtract ``scene`` in ``mode``; the scores and the run's facts."""
+    """Subtract ``scene`` in ``mode`` (``score``: the preconvolved difference); the scores and
+    the run's facts."""
     t, s = scene.template, scene.science
     # QA failures are scored, not raised (a QA failure is reported in ``qa_ratio_mean``)
     config = file_config(
-        {"mode": mode, "raise_on_bad_subtraction_ratio": False, **(overrides or {})}
+        {
+            "mode": "convolveTemplate" if mode == "score" else mode,
+            "raise_on_bad_subtraction_ratio": False,
+            **(overrides or {}),
+        }
     )
+    run = alard_lupton_preconvolve_subtract if mode == "score" else alard_lupton_subtract
     t0 = time.perf_counter()
-    result = alard_lupton_subtract(
-        t.maskedImage, s.maskedImage, t.psf_callable(), s.psf_callable(), None, config
-    )
+    result = run(t.maskedImage, s.maskedImage, t.psf_callable(), s.psf_callable(), None, config)
     seconds = time.perf_counter() - t0
     truth = scene.truth
     units = 1.0  # both modes give the difference in science units (ip_diffim divides by κ)

@@ -58,8 +58,8 @@ def build_parser():
         "--subtract-background",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="subtract each image's smooth sky before the fit and the fitted differential "
-        "background after it (default: yes, for images whose sky has not been subtracted; "
+        help="subtract each image's smooth sky before the fit and the difference's residual "
+        "sky after it (default: yes, for images whose sky has not been subtracted; "
         "--no-subtract-background keeps both, as ip_diffim does)",
     )
     s.add_argument("--score", action="store_true", help="write the score (preconvolved) image")

@@ -55,7 +55,6 @@ def _config(args):
     if args.no_decorrelate:
         overrides["do_decorrelation"] = False
     if args.subtract_background is not None:
-        overrides["do_subtract_background"] = args.subtract_background
         overrides["subtract_sky"] = args.subtract_background
     if args.spatial_kernel_order is not None:
         overrides["kernel.spatial_kernel_order"] = args.spatial_kernel_order

@@ -19,7 +19,7 @@ from ..errors import InvalidInputError
 from . import programs
 from . import status as st
 from .afterburner import decorrelate_masked
-from .background import source_free_sky
+from .background import source_free_sky, source_pixels
 from .convolve import MaskedImage, dilate_mask
 from .decorrelation import psf_filter as psf_filter_at
 from .fit import DEFAULT_CONFIG, KernelSolution, fit_kernel_jit, prepare_fit_arguments
@@ -285,8 +285,14 @@ def _subtract_and_decorrelate(
     if sky is not None:  # the residual sky of the difference
         bin_size, ignored = sky
         good = ((mask & ignored) == 0) & jnp.isfinite(image) & (difference.variance > 0)
+        # the unconvolved image's sources: their wings that the kernel did not match are no sky
+        u_good = ((unconvolved.mask & ignored) == 0) & jnp.isfinite(unconvolved.image)
+        u_good &= unconvolved.variance > 0
+        sources = source_pixels(
+            jnp.where(u_good, unconvolved.image, 0.0), unconvolved.variance, u_good, bin_size
+        )
         level = source_free_sky(
-            jnp.where(good, image, 0.0), difference.variance, good, bin_size
+            jnp.where(good, image, 0.0), difference.variance, good, bin_size, sources
         ).astype(dtype)
         level = jnp.where(jnp.isfinite(level), level, 0.0)
         image, sky_mean = image - level, jnp.mean(level)
