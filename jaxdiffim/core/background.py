@@ -26,6 +26,7 @@ __all__ = [
     "SKY_SOURCE_GROW",
     "SKY_SOURCE_SNR",
     "binned_background",
+    "residual_sky",
     "source_free_sky",
     "source_pixels",
 ]
@@ -191,3 +192,37 @@ def source_free_sky(image, variance, good, sky_bin, sources=None):
     if sources is not None:
         good = good & ~sources
     return binned_background(image, good, sky_bin, extrapolate=True, sample=sample)
+
+
+def residual_sky(image, variance, mask, unconvolved, bin_size, ignored):
+    """The residual sky of a difference image (0 where it cannot be measured).
+
+    :func:`source_free_sky` of ``image`` that also leaves out the pixels of the sources of
+    ``unconvolved`` (the image that was not convolved): their wings that the kernel did not
+    match are no sky.
+
+    Parameters
+    ----------
+    image, variance : Array, shape (H, W)
+        The difference and its variance.
+    mask : Array of int, shape (H, W)
+        The difference's mask.
+    unconvolved : MaskedImage
+        The image that was not convolved (same shape).
+    bin_size : int
+        Bin side in pixels (static).
+    ignored : int
+        Mask bits of pixels left out (of both images).
+
+    Returns
+    -------
+    Array, shape (H, W)
+    """
+    good = ((mask & ignored) == 0) & jnp.isfinite(image) & (variance > 0)
+    u_good = ((unconvolved.mask & ignored) == 0) & jnp.isfinite(unconvolved.image)
+    u_good &= unconvolved.variance > 0
+    sources = source_pixels(
+        jnp.where(u_good, unconvolved.image, 0.0), unconvolved.variance, u_good, bin_size
+    )
+    level = source_free_sky(jnp.where(good, image, 0.0), variance, good, bin_size, sources)
+    return jnp.where(jnp.isfinite(level), level, 0.0)

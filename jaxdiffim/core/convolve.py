@@ -35,6 +35,7 @@ __all__ = [
     "spatial_factors",
     "term_kernels",
     "dilate_mask",
+    "flag_around",
     "edge_mask",
     "apply_kernel",
     "fft_correlate",
@@ -167,6 +168,13 @@ def dilate_mask(mask, kernel_size):
     zero = np.zeros((), mask.dtype)
     rows = jax.lax.reduce_window(mask, zero, jax.lax.bitwise_or, (1, k), (1, 1), "SAME")
     return jax.lax.reduce_window(rows, zero, jax.lax.bitwise_or, (k, 1), (1, 1), "SAME")
+
+
+def flag_around(mask, sources, planes, side, flag):
+    """``mask`` with ``flag`` (a bit) set on the ``side`` square around every pixel of ``sources``
+    (an int mask) that carries one of the bits ``planes``."""
+    hit = dilate_mask(((sources & planes) != 0).astype(jnp.uint8), side) != 0
+    return mask | jnp.where(hit, flag, 0).astype(mask.dtype)
 
 
 def edge_mask(shape, kernel_size):

@@ -19,8 +19,8 @@ from ..errors import InvalidInputError
 from . import programs
 from . import status as st
 from .afterburner import decorrelate_masked
-from .background import source_free_sky, source_pixels
-from .convolve import MaskedImage, dilate_mask
+from .background import residual_sky
+from .convolve import MaskedImage, flag_around
 from .decorrelation import psf_filter as psf_filter_at
 from .fit import DEFAULT_CONFIG, KernelSolution, fit_kernel_jit, prepare_fit_arguments
 from .masks import SATURATED, bit, bits
@@ -278,23 +278,11 @@ def _subtract_and_decorrelate(
     image = difference.image
     mask = jnp.where(jnp.isfinite(image), difference.mask, difference.mask | bit("NO_DATA"))
     if halo:  # the bright unsaturated ring around clipped cores: SUSPECT
-        clipped = ((template.mask | science.mask) & bits(SATURATED)) != 0
-        ring = dilate_mask(clipped.astype(jnp.uint8), halo) != 0
-        mask = mask | jnp.where(ring, bit("SUSPECT"), 0).astype(mask.dtype)
+        clipped = template.mask | science.mask
+        mask = flag_around(mask, clipped, bits(SATURATED), halo, bit("SUSPECT"))
     sky_mean = jnp.zeros((), dtype)
-    if sky is not None:  # the residual sky of the difference
-        bin_size, ignored = sky
-        good = ((mask & ignored) == 0) & jnp.isfinite(image) & (difference.variance > 0)
-        # the unconvolved image's sources: their wings that the kernel did not match are no sky
-        u_good = ((unconvolved.mask & ignored) == 0) & jnp.isfinite(unconvolved.image)
-        u_good &= unconvolved.variance > 0
-        sources = source_pixels(
-            jnp.where(u_good, unconvolved.image, 0.0), unconvolved.variance, u_good, bin_size
-        )
-        level = source_free_sky(
-            jnp.where(good, image, 0.0), difference.variance, good, bin_size, sources
-        ).astype(dtype)
-        level = jnp.where(jnp.isfinite(level), level, 0.0)
+    if sky is not None:
+        level = residual_sky(image, difference.variance, mask, unconvolved, *sky).astype(dtype)
         image, sky_mean = image - level, jnp.mean(level)
     difference = MaskedImage(image, difference.variance, mask.astype(jnp.int32))
     background = background_scale * background_image(solution, image.shape, config, dtype=dtype)
