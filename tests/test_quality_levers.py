@@ -132,6 +132,6 @@ def test_residual_sky_of_the_difference_is_removed(mode):
     far = (far.min(axis=-1) > 15) & ~edge
     assert sky0 == 0.0 and np.median(d0[far]) > 3.0  # the offset was there
     assert sky1 == pytest.approx(np.median(d0[far]), abs=0.3)
-    sigma = 1.4826 * np.median(np.abs(d1[far] - np.median(d1[far])))
+    sigma = 1.4826 * float(np.median(np.abs(d1[far] - np.median(d1[far]))))
     assert np.median(d1[far]) == pytest.approx(0.0, abs=0.05 * sigma)  # and is gone
     assert np.median(d0[far]) > 0.9 * sigma
