@@ -6,6 +6,7 @@ Convention (afw orientation, a correlation with zeros beyond the image):
 """
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -418,7 +419,7 @@ def test_brute_dilate_helpers_agree():
         np.testing.assert_array_equal(brute_dilate(mask, k), brute_dilate_sparse(mask, k))
 
 
-@pytest.mark.parametrize("k", [1, 3, 5, 21])
+@pytest.mark.parametrize("k", [1, 3, 5, 15, 17, 21, 33, 51, 91])
 def test_dilate_mask(k):
     rng = np.random.default_rng(13)
     shape = (40, 57)
@@ -431,6 +432,19 @@ def test_dilate_mask(k):
     assert got.dtype == np.int32
     expected = brute_dilate(mask, k) if k <= 5 else brute_dilate_sparse(mask, k)
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("k", [2, 16, 18, 34, 64])
+def test_dilate_mask_even_window_is_reduce_windows(k):
+    """Even sides (a halo of kernel size + 2 FWHM can be even) keep ``reduce_window``'s SAME
+    window, ``(k - 1) // 2`` pixels before and ``k // 2`` after, on the wide-window path too."""
+    rng = np.random.default_rng(14)
+    mask = np.where(rng.random((40, 57)) < 0.03, 1 << rng.integers(0, 9, (40, 57)), 0)
+    mask = jnp.asarray(mask, jnp.int32)
+    zero = np.zeros((), np.int32)
+    rows = jax.lax.reduce_window(mask, zero, jax.lax.bitwise_or, (1, k), (1, 1), "SAME")
+    expected = jax.lax.reduce_window(rows, zero, jax.lax.bitwise_or, (k, 1), (1, 1), "SAME")
+    np.testing.assert_array_equal(np.asarray(dilate_mask(mask, k)), np.asarray(expected))
 
 
 # ---------------------------------------------------------------- 7. spatial_factors

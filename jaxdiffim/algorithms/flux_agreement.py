@@ -31,6 +31,20 @@ RATIO_TOLERANCE = 0.15
 _REFERENCE_SNR = 20.0
 
 
+def _row_nanmedian(values):
+    """Median of the finite values of each row (NaN for a row without any), shape (n,).
+
+    NumPy's ``nanmedian`` along an axis runs a Python loop over the rows; sorting puts the NaNs
+    last, so the median is read at each row's own count of finite values.
+    """
+    ordered = np.sort(values, axis=1)
+    count = np.sum(np.isfinite(values), axis=1)
+    rows = np.arange(values.shape[0])
+    lo = ordered[rows, np.maximum(count - 1, 0) // 2]
+    hi = ordered[rows, np.maximum(count, 1) // 2]
+    return np.where(count > 0, 0.5 * (lo + hi), np.nan)
+
+
 def _aperture_fluxes(image, variance, bad, x, y, radius):
     """Sky-subtracted aperture fluxes, their errors and whether each is measurable."""
     h, w = image.shape
@@ -47,15 +61,13 @@ def _aperture_fluxes(image, variance, bad, x, y, radius):
     ok = on & ~bad[rows, cols] & np.isfinite(img) & np.isfinite(var)
     sky = np.where(ok & annulus, img, np.nan).reshape(len(x), -1)
     n_sky = np.sum(np.isfinite(sky), axis=1)
-    with np.errstate(all="ignore"):
-        level = np.nanmedian(sky, axis=1) if sky.size else np.zeros(len(x))
-    level = np.where(n_sky >= 8, level, np.nan)
+    level = np.where(n_sky >= 8, _row_nanmedian(sky), np.nan)
     n_in = inside.sum()
     measurable = np.all(ok | ~inside, axis=(1, 2)) & np.isfinite(level)
     flux = np.sum(np.where(inside, np.where(ok, img, 0.0), 0.0), axis=(1, 2)) - n_in * level
     err2 = np.sum(np.where(inside & ok, var, 0.0), axis=(1, 2))
     # the median of the annulus as the sky: its error, ~ 1.25 σ / sqrt(n), times the pixels
-    sky_var = np.nanmedian(np.where(ok & annulus, var, np.nan).reshape(len(x), -1), axis=1)
+    sky_var = _row_nanmedian(np.where(ok & annulus, var, np.nan).reshape(len(x), -1))
     err2 = err2 + (n_in**2) * 1.57 * sky_var / np.maximum(n_sky, 1)
     return flux, np.sqrt(err2), measurable
 

@@ -159,15 +159,48 @@ def term_kernels(basis, kernel_coefficients):
     return jnp.einsum("ik,ivu->kvu", kernel_coefficients, basis)
 
 
+#: Windows up to this side use XLA's ``reduce_window``; wider ones a doubling of shifted ORs.
+_DIRECT_WINDOW = 32
+
+
 def dilate_mask(mask, kernel_size):
     """OR of every bit over the ``kernel_size`` square around each pixel (afw mask smearing).
 
-    Two separable ``reduce_window`` passes with ``bitwise_or`` (zero beyond the image).
+    The window is that of ``reduce_window`` with ``"SAME"`` padding (zero beyond the image):
+    ``(k - 1) // 2`` pixels before a pixel and ``k // 2`` after it, on each axis. Two separable
+    passes; a wide window (more than :data:`_DIRECT_WINDOW` pixels) takes ``log2 k + 1``
+    shifted ORs per axis (windows of 1, 2, 4, ... pixels, then two overlapping ones) instead of
+    XLA's CPU ``reduce_window``, whose time jumps for windows beyond about 36 pixels (at 4096²
+    on 2 cores: 0.05 s for ``k = 9``, 0.14 s for 35, 0.94 s for 39 and 1.3 s for 49, against
+    0.08-0.09 s with the shifts, which lost to ``reduce_window`` on small windows inside the
+    prepare program).
     """
-    k = kernel_size
-    zero = np.zeros((), mask.dtype)
-    rows = jax.lax.reduce_window(mask, zero, jax.lax.bitwise_or, (1, k), (1, 1), "SAME")
-    return jax.lax.reduce_window(rows, zero, jax.lax.bitwise_or, (k, 1), (1, 1), "SAME")
+    k = int(kernel_size)
+    if k <= _DIRECT_WINDOW:
+        zero = np.zeros((), mask.dtype)
+        rows = jax.lax.reduce_window(mask, zero, jax.lax.bitwise_or, (1, k), (1, 1), "SAME")
+        return jax.lax.reduce_window(rows, zero, jax.lax.bitwise_or, (k, 1), (1, 1), "SAME")
+    return _or_window(_or_window(mask, k, 1), k, 0)
+
+
+def _or_window(values, k, axis):
+    """OR over the ``"SAME"`` window of ``k`` pixels along ``axis`` (see :func:`dilate_mask`)."""
+    if k <= 1:
+        return values
+    n = values.shape[axis]
+    pad = [(0, 0)] * values.ndim
+    pad[axis] = ((k - 1) // 2, k // 2)
+    window = jnp.pad(values, pad)
+
+    def cut(a, start, length):
+        return jax.lax.slice_in_dim(a, start, start + length, axis=axis)
+
+    width = 1
+    while 2 * width <= k:  # window[i] = OR of `width` pixels from i on
+        length = window.shape[axis] - width
+        window = cut(window, 0, length) | cut(window, width, length)
+        width *= 2
+    return cut(window, 0, n) | cut(window, k - width, n)
 
 
 def flag_around(mask, sources, planes, side, flag):
