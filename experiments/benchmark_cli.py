@@ -1,9 +1,9 @@
 """Benchmark of the whole job as a user runs it: ``jaxdiffim subtract`` on two FITS files.
 
 For each size N (default 1024, 2048, 4096) an N x N pair is simulated and written as plain FITS
-files (Gaussian PSFs 2.0 -> 2.4 px sigma, about N²/20000 stars, 5 % more flux in the science
-image, un-subtracted sky with a gradient; no variance planes, no PSF files, no catalogue). Then,
-each in a fresh process:
+files (Gaussian PSFs 2.0 -> 2.4 px sigma, or ``--sigmas``; about N²/20000 stars, 5 % more flux
+in the science image, un-subtracted sky with a gradient; no variance planes, no PSF files, no
+catalogue). Then, each in a fresh process:
 
 * ``cli_cold``: the CLI with an empty cache (``JAXDIFFIM_CACHE_DIR`` a new folder: no compiled
   and no traced programs);
@@ -77,8 +77,9 @@ print("JSON", json.dumps({"total_s": round(total, 3),
 """
 
 
-def simulate(n, folder):
-    """Write the N x N pair; return the two paths."""
+def simulate(n, folder, sigmas=(2.0, 2.4)):
+    """Write the N x N pair (Gaussian PSF sigmas of template and science, pixels); return the
+    two paths."""
     import numpy as np
     from astropy.io import fits
 
@@ -92,8 +93,8 @@ def simulate(n, folder):
     yy, xx = np.mgrid[0:n, 0:n].astype(np.float32) / n
     paths = []
     for name, sigma, seed, scale, sky in (
-        ("template", 2.0, 1, 1.0, 800.0 + 60.0 * xx - 30.0 * yy),
-        ("science", 2.4, 2, 1.05, 1300.0 - 40.0 * xx + 50.0 * yy),
+        ("template", sigmas[0], 1, 1.0, 800.0 + 60.0 * xx - 30.0 * yy),
+        ("science", sigmas[1], 2, 1.05, 1300.0 - 40.0 * xx + 50.0 * yy),
     ):
         scene = make_test_image(psf_sigma=sigma, noise_seed=seed, flux=scale * flux, **common)
         path = os.path.join(folder, f"{name}_{n}.fits")
@@ -114,11 +115,11 @@ def _child(cmd, env=None):
     return wall, rss_kb / 1024.0, proc.stdout
 
 
-def _sfft(python, template, science, folder, n):
+def _sfft(python, template, science, folder, n, sigmas):
     """SFFT's CPU backend on the pair: a numba warm-up run, then the measured one."""
     runner = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sfft_runner.py")
     out = os.path.join(folder, f"sfft_{n}.fits")
-    fwhm = [f"{2.3548 * s:.3f}" for s in (2.0, 2.4)]  # the simulated PSFs' widths
+    fwhm = [f"{2.3548 * s:.3f}" for s in sigmas]  # the simulated PSFs' widths
     cmd = [python, runner, template, science, out, "--fwhm-template", fwhm[0]]
     cmd += ["--fwhm-science", fwhm[1]]
     for _ in range(2):
@@ -127,13 +128,13 @@ def _sfft(python, template, science, folder, n):
     return {"wall_s": round(wall, 2), "subtract_s": inner["subtract_s"], "peak_rss_mb": round(rss)}
 
 
-def bench(n, folder, repeat=3, sfft_python=None):
-    template, science = simulate(n, folder)
+def bench(n, folder, repeat=3, sfft_python=None, sigmas=(2.0, 2.4)):
+    template, science = simulate(n, folder, sigmas)
     cache = tempfile.mkdtemp(prefix="xla-", dir=folder)
     env = dict(os.environ, JAXDIFFIM_CACHE_DIR=cache)
     out = os.path.join(folder, f"diff_{n}.fits")
     cli = [sys.executable, "-m", "jaxdiffim", "subtract", template, science, "-o", out]
-    row = {"size": n}
+    row = {"size": n, "psf_sigmas_px": list(sigmas)}
     wall, rss, _ = _child([*cli, "--overwrite"], env)
     row["cli_cold"] = {"wall_s": round(wall, 2), "peak_rss_mb": round(rss)}
     runs = [_child([*cli, "--overwrite"], env)[:2] for _ in range(repeat)]
@@ -153,7 +154,7 @@ def bench(n, folder, repeat=3, sfft_python=None):
     row["in_process"] = inproc
     row["cli_warm_in_fft_floors"] = round(row["cli_warm"]["wall_s"] / fft, 1)
     if sfft_python is not None:
-        row["sfft"] = _sfft(sfft_python, template, science, folder, n)
+        row["sfft"] = _sfft(sfft_python, template, science, folder, n, sigmas)
     return row
 
 
@@ -169,10 +170,24 @@ def main(argv=None):
         default=[1024],
         help="sizes SFFT runs at (it needs about 8 GB at 1024², 30 GB at 2048²)",
     )
+    parser.add_argument(
+        "--sigmas",
+        type=float,
+        nargs=2,
+        default=[2.0, 2.4],
+        metavar=("TEMPLATE", "SCIENCE"),
+        help="Gaussian PSF sigmas in pixels (default 2.0 2.4; 3.4 4.0 is 8-9 px FWHM seeing)",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
         rows = [
-            bench(n, folder, args.repeat, args.sfft_python if n in args.sfft_sizes else None)
+            bench(
+                n,
+                folder,
+                args.repeat,
+                args.sfft_python if n in args.sfft_sizes else None,
+                tuple(args.sigmas),
+            )
             for n in args.sizes
         ]
     report = {
