@@ -229,6 +229,27 @@ def test_psf_estimate_recovers_gaussian_width():
         estimate_psf(np.random.default_rng(0).normal(size=(64, 64)), np.ones((64, 64)))
 
 
+def test_psf_estimate_on_a_crowded_moffat_field():
+    """The quality benchmark's moderate scene (Moffat β 2.5-3.5, FWHM 4.8-6.5 px across the
+    field, galaxies, transients, saturated stars; guess 4 px): the stack's FWHM is within 7 % of
+    the true PSF's at the centre and its wings hold no pedestal. Before, the stars were detected
+    only with the guessed width (a 23 % wrong guess was kept), which found them on the narrow
+    side of the field only (FWHM 5.0 against 5.6), and the stack's noise clipped at zero put
+    15 % of its flux beyond 12 px (the true PSF: under 3 %). The CLI then left 91 false
+    positives per Mpix on the scene; 16 after."""
+    from jaxdiffim.algorithms.psf_shape import evaluate_psf, psf_fwhm
+    from jaxdiffim.testing.scenes import simulate_scene
+
+    science = simulate_scene("moderate", 0, 1024).science
+    image, variance = np.asarray(science.image.array), np.asarray(science.variance.array)
+    psf = estimate_psf(image, variance, np.asarray(science.mask.array), fwhm_guess=4.0)
+    true = np.asarray(evaluate_psf(science.psf_callable(), 511.5, 511.5), float)
+    assert psf_fwhm(psf) == pytest.approx(psf_fwhm(true), rel=0.07)
+    half = psf.shape[0] // 2
+    v, u = np.mgrid[-half : half + 1, -half : half + 1]
+    assert psf[np.hypot(u, v) > 12].sum() < 0.05
+
+
 def test_source_columns_aliases():
     t = Table({"slot_Centroid_x": [105.0, 110.0], "slot_Centroid_y": [210.0, 220.0]})
     t["base_PsfFlux_instFlux"] = [100.0, 200.0]

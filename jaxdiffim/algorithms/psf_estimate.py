@@ -8,10 +8,13 @@ preconvolution, and the limiting magnitudes.
 Method: detect with a Gaussian of the guessed width
 (:func:`jaxdiffim.algorithms.detection.detect_sources`,
 S/N >= ``threshold``, saturated and non-isolated stars cut); measure the median adaptive FWHM
-of the brightest stars and detect again with that width; cut a stamp around each of the
-``max_stars`` brightest stars, remove the local sky (median of the stamp border), shift the star
-to the stamp centre (Fourier shift by the sub-pixel offset), normalise to unit flux, and take
-the pixel-wise median. Host-side NumPy plus the jitted detector.
+of the ten brightest stars and detect again with that width when it differs by more than 10 %
+(the detector's shape test keeps stars like its probe: on a field whose seeing varies, a 23 %
+wrong guess kept only the stars on the narrow side); cut a stamp around each of the
+``max_stars`` brightest stars, remove the local sky (median of the stamp's outer pixels), shift
+the star to the stamp centre (Fourier shift by the sub-pixel offset), scale it to unit flux in a
+central aperture, take the pixel-wise median and normalise that to unit sum. Host-side NumPy plus
+the jitted detector.
 """
 
 import numpy as np
@@ -53,9 +56,21 @@ def fourier_shift(image, dx, dy):
 
 
 def _stamps(image, x, y, size):
+    """Sky-subtracted, centred stamps of the stars, each scaled to unit flux in its aperture.
+
+    The sky is the median of the stamp's pixels beyond ``size // 2 - 2`` from the centre (the
+    corners and a ring, about 45 % of the stamp); the scale is the flux within ``size / 4``
+    pixels (about 1.5 FWHM for the default size). Scaling by the whole stamp's sum instead let
+    the sky's error decide it for faint stars: on a crowded Moffat scene the sum over 31 × 31
+    pixels of a 10⁴-count star was off by up to a factor 3, and the median stack came out 15 %
+    too wide in its wings and 12 % too narrow in its core.
+    """
     half = size // 2
     out = []
     h, w = image.shape
+    v, u = np.mgrid[-half : half + 1, -half : half + 1]
+    radius = np.hypot(u, v)
+    outer, aperture = radius >= half - 2, radius <= size / 4.0
     for xc, yc in zip(x, y, strict=True):
         ix, iy = int(np.floor(xc + 0.5)), int(np.floor(yc + 0.5))
         if ix - half < 0 or iy - half < 0 or ix + half >= w or iy + half >= h:
@@ -63,12 +78,11 @@ def _stamps(image, x, y, size):
         stamp = np.array(image[iy - half : iy + half + 1, ix - half : ix + half + 1], float)
         if not np.all(np.isfinite(stamp)):
             continue
-        border = np.concatenate([stamp[0], stamp[-1], stamp[1:-1, 0], stamp[1:-1, -1]])
-        stamp -= np.median(border)
+        stamp -= np.median(stamp[outer])
         stamp = fourier_shift(stamp, ix - xc, iy - yc)  # the star onto the central pixel
-        total = stamp.sum()
-        if total > 0:
-            out.append(stamp / total)
+        flux = stamp[aperture].sum()
+        if flux > 0:
+            out.append(stamp / flux)
     return out
 
 
@@ -139,7 +153,7 @@ def _find_stars(img, var, mask, fwhm_guess, threshold, saturation, max_stars, mi
 
 
 #: A detection is repeated with the measured FWHM when it differs from the probe's by more.
-_PROBE_TOLERANCE = 0.25
+_PROBE_TOLERANCE = 0.1
 
 
 def _measured_fwhm(img, found, fwhm):
@@ -225,5 +239,7 @@ def estimate_psf(
             f"{min_stars}; cannot estimate a PSF. Give a PSF file."
         )
     psf = np.median(np.stack(stamps), axis=0)
-    psf = np.clip(psf, 0.0, None)
+    # no clipping at zero: the wings' noise would turn into a pedestal (clipped, the noise of a
+    # crowded Moffat scene's stack added 25 % of the flux beyond 9 px and made the PSF look
+    # wider in its wings and narrower in its core)
     return psf / psf.sum()
