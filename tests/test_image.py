@@ -236,7 +236,7 @@ def test_psf_estimate_on_a_crowded_moffat_field():
     only with the guessed width (a 23 % wrong guess was kept), which found them on the narrow
     side of the field only (FWHM 5.0 against 5.6), and the stack's noise clipped at zero put
     15 % of its flux beyond 12 px (the true PSF: under 3 %). The CLI then left 91 false
-    positives per Mpix on the scene; 16 after."""
+    positives per Mpix on the scene; 15 after."""
     from jaxdiffim.algorithms.psf_shape import evaluate_psf, psf_fwhm
     from jaxdiffim.testing.scenes import simulate_scene
 

@@ -13,8 +13,8 @@ of the ten brightest stars and detect again with that width when it differs by m
 wrong guess kept only the stars on the narrow side); cut a stamp around each of the
 ``max_stars`` brightest stars, remove the local sky (median of the stamp's outer pixels), shift
 the star to the stamp centre (Fourier shift by the sub-pixel offset), scale it to unit flux in a
-central aperture, take the pixel-wise median and normalise that to unit sum. Host-side NumPy plus
-the jitted detector.
+central aperture, take the pixel-wise median, cut it where its azimuthal mean stops being
+positive, clip it at zero and normalise it to unit sum. Host-side NumPy plus the jitted detector.
 """
 
 import numpy as np
@@ -238,8 +238,23 @@ def estimate_psf(
             f"Only {len(stamps)} stars have complete {side}x{side} stamps, fewer than "
             f"{min_stars}; cannot estimate a PSF. Give a PSF file."
         )
-    psf = np.median(np.stack(stamps), axis=0)
-    # no clipping at zero: the wings' noise would turn into a pedestal (clipped, the noise of a
-    # crowded Moffat scene's stack added 25 % of the flux beyond 9 px and made the PSF look
-    # wider in its wings and narrower in its core)
+    return _truncated(np.median(np.stack(stamps), axis=0))
+
+
+def _truncated(psf):
+    """The stack, zero beyond the first radius where its azimuthal mean is no longer positive,
+    and non-negative, with unit sum.
+
+    Clipping the whole stack at zero turned the noise of its wings into a pedestal (on a
+    crowded Moffat scene 15 % of the flux beyond 12 px, against under 3 % for the true PSF);
+    kept as it is, the negative noise upset the detector that filters with it (no source found
+    on a 320² pair).
+    """
+    half = psf.shape[0] // 2
+    v, u = np.mgrid[-half : half + 1, -half : half + 1]
+    ring = np.rint(np.hypot(u, v)).astype(int)
+    profile = np.bincount(ring.ravel(), psf.ravel()) / np.bincount(ring.ravel())
+    empty = np.nonzero(profile[: half + 1] <= 0)[0]
+    if empty.size:
+        psf = np.where(ring < empty[0], psf, 0.0)
     return psf / psf.sum()
