@@ -13,8 +13,9 @@ of the ten brightest stars and detect again with that width when it differs by m
 wrong guess kept only the stars on the narrow side); cut a stamp around each of the
 ``max_stars`` brightest stars, remove the local sky (median of the stamp's outer pixels), shift
 the star to the stamp centre (Fourier shift by the sub-pixel offset), scale it to unit flux in a
-central aperture, take the pixel-wise median, cut it where its azimuthal mean stops being
-positive, clip it at zero and normalise it to unit sum. Host-side NumPy plus the jitted detector.
+central aperture, take the pixel-wise median, set it to zero from the first radius where its
+azimuthal mean stops being positive, and normalise it to unit sum. Host-side NumPy plus the
+jitted detector.
 """
 
 import numpy as np
@@ -242,13 +243,13 @@ def estimate_psf(
 
 
 def _truncated(psf):
-    """The stack, zero beyond the first radius where its azimuthal mean is no longer positive,
-    and non-negative, with unit sum.
+    """The stack with unit sum, zero from the first radius where its azimuthal mean is no
+    longer positive (inside it, single pixels may keep small negative noise).
 
     Clipping the whole stack at zero turned the noise of its wings into a pedestal (on a
     crowded Moffat scene 15 % of the flux beyond 12 px, against under 3 % for the true PSF);
-    kept as it is, the negative noise upset the detector that filters with it (no source found
-    on a 320² pair).
+    kept as it is, its negative outer wings upset the detector that filters with it (no source
+    found on a 320² pair).
     """
     half = psf.shape[0] // 2
     v, u = np.mgrid[-half : half + 1, -half : half + 1]
