@@ -44,7 +44,7 @@ def _same(a, b):
 
 def test_stored_program_gives_the_jitted_result(store):
     want = _program(*_args(), power=2)
-    _same(programs.call(_program, *_args(), power=2), want)  # exported and written
+    _same(programs.call(_program, *_args(), power=2), want)  # compiled and written
     assert len(os.listdir(store)) == 1
     programs._LOADED.clear()  # as a new process: read from the file
     _same(programs.call(_program, *_args(), power=2), want)

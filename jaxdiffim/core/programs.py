@@ -1,21 +1,25 @@
-"""Traced programs kept on disk, so that a new process neither traces nor lowers them again.
+"""Compiled programs kept on disk, so that a new process neither traces, lowers nor compiles them.
 
 JAX's persistent compilation cache skips XLA's compilation in a later process, but every
 process still traces each jitted function and lowers it to StableHLO before it can look the
-program up (about 1 s for the subtraction's programs on a CPU). :func:`call` runs a jitted
-function through :mod:`jax.export` instead: the first process exports the program for the
-arguments' shapes and dtypes and the static settings, and writes it next to the compilation
-cache; a later process reads it and calls it directly. Results are those of the jitted function.
+program up (about 1 s for the subtraction's programs on a CPU). :func:`call` keeps the compiled
+executable itself instead (:mod:`jax.experimental.serialize_executable`): the first process
+compiles the program for the arguments' shapes and dtypes and the static settings and writes
+the executable next to the compilation cache; a later process loads it and calls it directly.
+Results are those of the jitted function. (Loading still costs XLA's deserialisation, about
+0.1-0.6 s a program on a CPU.)
 
 The store is off until :func:`set_store` names a folder (the command line and the Tasks do it
 through :func:`jaxdiffim.cache.enable_compilation_cache`); inside a caller's ``jit``, ``vmap`` or
 ``grad`` (any traced argument) the jitted function is called as it is. Keys hold the function,
-the static settings, the argument structure, shapes and dtypes, the JAX version, the backend
-the jaxlib version, the JAX settings that change tracing (x64, matmul precision, dtype promotion)
-and a hash of jaxdiffim's sources, so that an edited or upgraded installation does not load an
-old program. Files are written atomically; an unreadable file is ignored and rewritten; a
-function that cannot be exported is called as it is. The files are pickles (the exported
-program and its output structure): like JAX's own cache folder, the folder must be the user's.
+the static settings, the argument structure, shapes and dtypes, the JAX and jaxlib versions, the
+backend and its devices, the host CPU's features and ``XLA_FLAGS`` (a CPU executable is machine
+code), the JAX settings that change tracing (x64, matmul precision, dtype promotion) and a hash
+of jaxdiffim's sources, so that an edited or upgraded installation, or another machine sharing
+the folder, does not load an old program. Files are written atomically; an unreadable file is
+ignored and rewritten; an executable that cannot be serialised is used in this process only.
+The files are pickles of executables (machine code): like JAX's own cache folder, the folder
+must be the user's.
 """
 
 import functools
@@ -24,9 +28,11 @@ import logging
 import os
 import pathlib
 import pickle
+import platform
 import tempfile
 
 import jax
+from jax.experimental.serialize_executable import deserialize_and_load, serialize
 
 __all__ = ["call", "set_store", "store"]
 
@@ -69,6 +75,29 @@ def _source_hash():
     return digest.hexdigest()
 
 
+@functools.cache
+def _machine():
+    """The backend's devices, the host CPU and its features, and ``XLA_FLAGS``."""
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = next((line for line in handle if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        pass
+    device = jax.devices()[0]
+    client = getattr(device, "client", None)
+    return "|".join(
+        (
+            platform.machine(),
+            platform.processor(),
+            flags.strip(),
+            device.device_kind,
+            str(getattr(client, "platform_version", "")),
+            os.environ.get("XLA_FLAGS", ""),
+        )
+    )
+
+
 #: JAX settings that change how a program is traced or lowered (part of every key).
 _SETTINGS = (
     "jax_enable_x64",
@@ -87,6 +116,7 @@ def _key(function, leaves, tree, static):
         repr(sorted(static.items())),
         str(tree),
         jax.default_backend(),
+        _machine(),
         *settings,
         *(
             f"{jax.numpy.shape(x)}:{jax.numpy.result_type(x)}:{type(x).__name__}:"
@@ -100,24 +130,27 @@ def _key(function, leaves, tree, static):
 def _load(path):
     try:
         with open(path, "rb") as handle:
-            blob, out_tree = pickle.load(handle)
-        return jax.export.deserialize(bytearray(blob)), out_tree
+            blob, in_tree, out_tree = pickle.load(handle)
+        # A loaded executable may call jaxlib's LAPACK kernels, whose function pointers JAX sets
+        # when it lowers a linear-algebra operation or an exported program: set them here.
+        from jax._src.lax import linalg
+
+        linalg.initialize_lapack()
+        return deserialize_and_load(blob, in_tree, out_tree[0]), out_tree[1]
     except Exception as err:  # noqa: BLE001 - a bad file is a cache miss
         log.debug("Ignoring the stored program %s (%s).", path, err)
         return None
 
 
-def _save(path, exported, out_tree):
+def _save(path, compiled, out_tree):
     tmp = None
     try:
+        blob, in_tree, flat_tree = serialize(compiled)
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".program-")
         with os.fdopen(fd, "wb") as handle:
-            pickle.dump((bytes(exported.serialize()), out_tree), handle)
+            pickle.dump((blob, in_tree, (flat_tree, out_tree)), handle)
         os.replace(tmp, path)
         tmp = None
-    except ImportError as err:  # serialization needs the flatbuffers package
-        log.warning("Program store disabled: %s", err)
-        _STATE["folder"] = None
     except Exception as err:  # noqa: BLE001 - caching is an optimisation, never an error
         log.debug("Could not store the program %s (%s).", path, err)
     finally:
@@ -156,13 +189,9 @@ def call(jitted, *args, **static):
                 return out_leaves
 
             flat.__name__ = flat.__qualname__ = getattr(jitted, "__name__", "program")
-            try:
-                exported = jax.export.export(jax.jit(flat))(*leaves)
-            except Exception as err:  # noqa: BLE001 - not exportable: run it as it is
-                log.warning("Program store skipped for %s (%s).", flat.__name__, err)
-                return jitted(*args, **static)
-            program = (exported, out_tree[0])
+            compiled = jax.jit(flat).lower(*leaves).compile()
+            program = (compiled, out_tree[0])
             _save(path, *program)
         _LOADED[key] = program
-    exported, out_tree = program
-    return jax.tree_util.tree_unflatten(out_tree, exported.call(*leaves))
+    compiled, out_tree = program
+    return jax.tree_util.tree_unflatten(out_tree, compiled(*leaves))
