@@ -12,6 +12,11 @@ transients and variables), subtracts them and scores each difference against the
   detection of kernel sources), the QA check reported (``qa_ratio_mean``) instead of raised;
   transients are photometered with the result's ``difference_psf``; ``score``: the score
   image of :func:`alard_lupton_preconvolve_subtract`, photometered the same way;
+* ``cli``: the whole job as a user runs it: the pair written as FITS files (NaN where an input is
+  flagged, ``SATURATE`` in the header; no PSFs, variances or masks) and ``jaxdiffim subtract``
+  with no options; the PSFs are the command's estimates, and transients are photometered with
+  the PSF written in its output. A QA failure (``BadSubtractionError``) is reported as
+  ``qa_failed`` and the run is scored with ``-c raise_on_bad_subtraction_ratio=False``;
 * ``sfft`` (with ``--sfft-python``): SFFT's CPU backend through ``experiments/sfft_runner.py``
   in a separate environment (see its docstring), on the same pair written as FITS files (NaN
   where either input is flagged), the sharper image convolved.
@@ -22,6 +27,8 @@ Usage: ``OPENBLAS_NUM_THREADS=1 python experiments/quality_benchmark.py [--size 
 """
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import platform
@@ -39,12 +46,14 @@ from jaxdiffim.algorithms.alard_lupton import (
     alard_lupton_preconvolve_subtract,
     alard_lupton_subtract,
 )
+from jaxdiffim.cli.main import main as cli_main
 from jaxdiffim.cli.subtract import file_config
+from jaxdiffim.io.fits import read_exposure
 from jaxdiffim.core.masks import bits
 from jaxdiffim.testing.scenes import SATURATION, SCENES, simulate_scene
 from jaxdiffim.testing.scoring import BAD_PLANES, score_difference
 
-MODES = ("convolveTemplate", "convolveScience", "auto", "best", "score")
+MODES = ("convolveTemplate", "convolveScience", "auto", "best", "score", "cli")
 _RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sfft_runner.py")
 
 
@@ -102,9 +111,8 @@ def run_truth(scene):
     )
 
 
-def run_sfft(scene, python, folder):
-    """SFFT on the pair written as FITS (flagged pixels NaN); its scores."""
-    truth = scene.truth
+def write_pair(scene, folder):
+    """The pair as plain FITS files (flagged pixels NaN, ``SATURATE`` set); their paths."""
     paths = []
     for name, exp in (("template", scene.template), ("science", scene.science)):
         image = np.array(exp.image.array, np.float32)
@@ -114,6 +122,56 @@ def run_sfft(scene, python, folder):
         hdu.header["SATURATE"] = SATURATION
         hdu.writeto(path, overwrite=True)
         paths.append(path)
+    return paths
+
+
+def run_cli(scene, folder):
+    """``jaxdiffim subtract`` on the pair written as FITS files, with no options; its scores."""
+    paths = write_pair(scene, folder)
+    out = os.path.join(folder, "cli.fits")
+    facts = {}
+    t0 = time.perf_counter()
+    for options in ([], ["-c", "raise_on_bad_subtraction_ratio=False"]):
+        argv = ["subtract", *paths, "-o", out, "--overwrite", "--json", out + ".json", *options]
+        with contextlib.redirect_stdout(io.StringIO()):
+            try:
+                code = cli_main(argv)
+            except SystemExit as err:  # an error: the command's message is on stderr
+                code = err.code
+        if code == 0:
+            break
+        facts["qa_failed"] = True
+    if code != 0:
+        return {"error": f"jaxdiffim subtract exited with {code}", **facts}
+    seconds = time.perf_counter() - t0
+    with open(out + ".json") as handle:
+        summary = json.load(handle)
+    diff = read_exposure(out)
+    psf = diff.psf
+    scores = score_difference(
+        np.asarray(diff.image.array),
+        scene.truth,
+        lambda x, y: psf.computeKernelImage(x, y),
+        1.0,
+        np.asarray(diff.variance.array),
+        np.asarray(diff.mask.array),
+    )
+    scores.update(
+        mode=summary["mode"],
+        seconds=round(seconds, 2),
+        kernel_sum=summary["kernel_sum"],
+        n_kernel_sources=summary["n_kernel_sources_used"],
+        qa_ratio_mean=summary["qa"]["footprint_ratio_mean"],
+        qa_failed=facts.get("qa_failed", False),
+        fwhm=[summary["template_psf_fwhm"], summary["science_psf_fwhm"]],
+    )
+    return scores
+
+
+def run_sfft(scene, python, folder):
+    """SFFT on the pair written as FITS (flagged pixels NaN); its scores."""
+    truth = scene.truth
+    paths = write_pair(scene, folder)
     out = os.path.join(folder, "sfft.fits")
     f_t, f_s = truth["fwhm"]
     cmd = [python, _RUNNER, *paths, out, "--fwhm-template", f"{f_t:.3f}"]
@@ -164,7 +222,10 @@ def main(argv=None):
                 )
                 methods = {"truth": lambda sc=scene: run_truth(sc)}
                 for mode in args.modes:
-                    methods[mode] = lambda sc=scene, m=mode: run_jaxdiffim(sc, m, overrides)
+                    if mode == "cli":
+                        methods[mode] = lambda sc=scene: run_cli(sc, folder)
+                    else:
+                        methods[mode] = lambda sc=scene, m=mode: run_jaxdiffim(sc, m, overrides)
                 if args.sfft_python:
                     methods["sfft"] = lambda sc=scene: run_sfft(sc, args.sfft_python, folder)
                 for method, run in methods.items():

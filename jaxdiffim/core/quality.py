@@ -50,7 +50,11 @@ def footprint_ratios(difference, science, mask, x, y, valid, radius, *, square):
     ratios : Array, shape (n,)
         The ratio of each star; NaN where it is undefined.
     used : Array of bool, shape (n,)
-        Stars with at least 3 good footprint pixels and a positive ``mean |S - median(S)|``.
+        Stars with good pixels over at least half of their footprint disc (at least 3) and a
+        positive ``mean |S - median(S)|``. (A star on the rim of a masked region, say a
+        template's NO_DATA wedge, kept its few unmasked pixels on the side where the convolved
+        template's edge leaves a residual, and one such star had a ratio of 16 and failed the
+        whole QA.)
     """
     d = difference
     s = science.astype(d.dtype)
@@ -90,6 +94,7 @@ def footprint_ratios(difference, science, mask, x, y, valid, radius, *, square):
     safe = jnp.maximum(count, 1).astype(d.dtype)
     mean_d = jnp.sum(jnp.where(ok, absd[yy, xx], 0.0), axis=1) / safe
     denom = jnp.sum(jnp.where(ok, abss[yy, xx], 0.0), axis=1) / safe
-    used = valid & (count >= 3) & (denom > 0)
+    least = jnp.maximum(3.0, 0.5 * jnp.sum(disc))
+    used = valid & (count >= least) & (denom > 0)
     ratios = jnp.where(used, jnp.abs(mean_d - sky) / jnp.where(used, denom, 1.0), jnp.nan)
     return ratios, used
