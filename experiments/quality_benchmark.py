@@ -48,8 +48,8 @@ from jaxdiffim.algorithms.alard_lupton import (
 )
 from jaxdiffim.cli.main import main as cli_main
 from jaxdiffim.cli.subtract import file_config
-from jaxdiffim.io.fits import read_exposure
 from jaxdiffim.core.masks import bits
+from jaxdiffim.io.fits import read_exposure
 from jaxdiffim.testing.scenes import SATURATION, SCENES, simulate_scene
 from jaxdiffim.testing.scoring import BAD_PLANES, score_difference
 

@@ -16,6 +16,7 @@ from .algorithms.detection import detect_sources
 from .algorithms.footprints import source_footprints
 from .algorithms.inputs import template_coverage, update_masks
 from .algorithms.psf_estimate import estimate_psf
+from .algorithms.psf_grid import estimate_psf_grid
 from .algorithms.psf_shape import choose_convolution_mode, psf_fwhm, psf_size
 from .algorithms.quality import footprint_residual_ratio
 from .algorithms.result import SubtractionResult
@@ -101,6 +102,7 @@ __all__ = [
     "describe_status",
     "detect_sources",
     "estimate_psf",
+    "estimate_psf_grid",
     "dilate_mask",
     "fill_bad_pixels",
     "fft_correlate",

@@ -10,7 +10,7 @@ from astropy.wcs import WCS
 from utils import decam_path
 
 from jaxdiffim.algorithms.psf_estimate import estimate_psf
-from jaxdiffim.core.masks import MASK_PLANES
+from jaxdiffim.core.masks import MASK_PLANES, bits
 from jaxdiffim.errors import InputFileError, InvalidInputError, OutputExistsError
 from jaxdiffim.image import (
     Box2I,
@@ -23,6 +23,7 @@ from jaxdiffim.image import (
     source_columns,
 )
 from jaxdiffim.io import estimate_variance, read_exposure, read_psf, write_exposure
+from jaxdiffim.testing.scoring import BAD_PLANES
 from jaxdiffim.testing.synthetic import gaussian_stamp, make_test_image
 
 
@@ -250,6 +251,42 @@ def test_psf_estimate_on_a_crowded_moffat_field():
     assert psf[np.hypot(u, v) > 12].sum() < 0.05
 
 
+def test_psf_grid_follows_the_seeing_across_a_strong_field():
+    """The strong scene's science image (FWHM 4.1-7.5 px across the field, galaxies): each of
+    the 3 x 3 nodes is within 12 % of the true PSF's FWHM there, and a PSF fit of the true PSF
+    with the node image recovers at least 85 % of its flux. One constant PSF (the central
+    estimate) is 24 % too narrow here, and the grid's cell stacks alone lost up to 31 % of the
+    flux in their wings."""
+    from jaxdiffim.algorithms.psf_grid import estimate_psf_grid
+    from jaxdiffim.algorithms.psf_shape import psf_fwhm
+    from jaxdiffim.image.psf import recentre
+    from jaxdiffim.testing.scenes import simulate_scene
+
+    science = simulate_scene("strong", 1, 1024).science
+    image = np.array(science.image.array, np.float32)
+    image[(np.asarray(science.mask.array) & bits(BAD_PLANES)) != 0] = np.nan  # as a file has it
+    grid = estimate_psf_grid(image, np.asarray(science.variance.array), fwhm_guess=4.0)
+    assert grid.images.shape[:2] == (3, 3) and grid.measured.sum() >= 7
+    true_psf = science.psf_callable()
+    for j, y in enumerate(grid.y_nodes):
+        for i, x in enumerate(grid.x_nodes):
+            node = grid.images[j, i]
+            true = recentre(np.asarray(true_psf(x, y), float), *node.shape)
+            assert psf_fwhm(node) == pytest.approx(psf_fwhm(true), rel=0.12)
+            assert np.sum(node * true) / np.sum(node * node) > 0.85
+
+
+def test_psf_grid_on_a_small_image_is_one_stamp():
+    scene = make_test_image(
+        psf_sigma=2.2, noise_level=1.0, size=(256, 256), n_src=40, flux_level=5000
+    )
+    from jaxdiffim.algorithms.psf_grid import estimate_psf_grid
+
+    grid = estimate_psf_grid(scene.image, scene.variance, fwhm_guess=4.0)
+    assert grid.images.shape[:2] == (1, 1)  # cells under four stamps across
+    np.testing.assert_allclose(grid.images[0, 0], estimate_psf(scene.image, scene.variance))
+
+
 def test_source_columns_aliases():
     t = Table({"slot_Centroid_x": [105.0, 110.0], "slot_Centroid_y": [210.0, 220.0]})
     t["base_PsfFlux_instFlux"] = [100.0, 200.0]
@@ -299,3 +336,23 @@ def test_exposure_does_not_share_planes():
     assert other.getXY0() == (0, 0) and exp.mask.getXY0() == (1000, 2000)
     other.mask.array[0, 0] = 7
     assert exp.mask.array[0, 0] == 0
+
+
+def test_a_grid_psf_survives_a_fits_round_trip(tmp_path):
+    """A PSF varying on a grid is written as a PSFGRID cube (and its average-position image as
+    PSF) and read back as the same GridImagePsf."""
+    widths = 1.5 + 0.3 * np.arange(3)[None, :] + 0.2 * np.arange(2)[:, None]
+    images = np.array([[gaussian_stamp(15, w) for w in row] for row in widths])
+    psf = GridImagePsf(images, [10.0, 50.0, 90.0], [20.0, 70.0])
+    img = np.zeros((100, 110), np.float32)
+    exp = Exposure(img, variance=np.ones_like(img), psf=psf)
+    path = tmp_path / "grid.fits"
+    write_exposure(exp, path)
+    back = read_exposure(path).psf
+    assert isinstance(back, GridImagePsf)
+    for x, y in ((10.0, 20.0), (33.0, 41.0), (90.0, 70.0), (120.0, -5.0)):
+        np.testing.assert_allclose(
+            back.computeKernelImage(x, y), psf.computeKernelImage(x, y), atol=1e-7
+        )
+    with fits.open(path) as hdul:
+        assert hdul["PSF"].data.shape == (15, 15) and hdul["PSFGRID"].data.shape == (6, 15, 15)

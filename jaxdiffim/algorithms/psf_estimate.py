@@ -3,7 +3,8 @@
 Real images often come without a PSF model (ip_diffim always has one from the LSST pipeline's
 PSF determination). :func:`estimate_psf` builds a constant one, enough for what the subtraction
 needs a PSF for: the FWHMs that set the kernel basis and the mode, the detection filter, the
-preconvolution, and the limiting magnitudes.
+preconvolution, and the limiting magnitudes. (:mod:`jaxdiffim.algorithms.psf_grid` makes it
+vary across the image, for the difference's PSF.)
 
 Method: detect with a Gaussian of the guessed width
 (:func:`jaxdiffim.algorithms.detection.detect_sources`,

@@ -1,12 +1,14 @@
 """Subtract two FITS files: read, find PSFs, run the Task, write the difference and a summary.
 
 What ``jaxdiffim subtract`` does for one pair (:func:`subtract_files`). Inputs without a PSF
-(no ``--*-psf`` file and none in an afw-layout file) get an empirical one from their stars
-(:func:`jaxdiffim.algorithms.psf_estimate.estimate_psf`, starting from the header ``FWHM``
-when there is one). The subtraction is :class:`~jaxdiffim.tasks.AlardLuptonSubtractTask` with
-the Task config written from one :class:`~jaxdiffim.algorithms.config.SubtractionConfig`
-(:func:`file_config`: ip_diffim's defaults, with ``mode="auto"`` and the fitted background
-subtracted, as files from outside the Rubin pipeline keep their sky). Every policy (spatial
+(no ``--*-psf`` file and none in an afw-layout file) get an empirical one from their stars,
+varying across the image (:func:`jaxdiffim.algorithms.psf_grid.estimate_psf_grid`: the shape
+measured in each cell of a 3 x 3 grid, interpolated by :class:`~jaxdiffim.image.GridImagePsf`;
+starting from the header ``FWHM`` when there is one). The subtraction is
+:class:`~jaxdiffim.tasks.AlardLuptonSubtractTask` with the Task config written from one
+:class:`~jaxdiffim.algorithms.config.SubtractionConfig` (:func:`file_config`: ip_diffim's
+defaults, with ``mode="auto"`` and the fitted background subtracted, as files from outside the
+Rubin pipeline keep their sky). Every policy (spatial
 orders, singular systems, QA) is the algorithm's.
 """
 
@@ -18,9 +20,9 @@ import time
 import numpy as np
 
 from ..algorithms.config import FILE_DEFAULTS, SubtractionConfig, apply_overrides
-from ..algorithms.psf_estimate import estimate_psf
+from ..algorithms.psf_grid import estimate_psf_grid
 from ..errors import InvalidInputError, OutputExistsError
-from ..image import ImagePsf, read_sources
+from ..image import GridImagePsf, ImagePsf, read_sources
 from ..io import read_exposure, read_psf, write_exposure
 from ..io.atomic import atomic_output, refuse_input_targets
 from ..tasks import AlardLuptonPreconvolveSubtractTask, AlardLuptonSubtractTask
@@ -74,9 +76,19 @@ def ensure_psf(exp, name="exposure"):
         except (TypeError, ValueError):
             value = float("nan")
         guess = value if np.isfinite(value) and value > 0 else 4.0
-    stamp = estimate_psf(mi.image, mi.variance, mi.mask, fwhm_guess=guess)
-    exp.setPsf(ImagePsf(stamp, average_position=exp.getBBox().getCenter()))
-    log.info("%s: PSF estimated from its stars (FWHM %.2f px).", name, exp.psf.computeFwhm())
+    grid = estimate_psf_grid(mi.image, mi.variance, mi.mask, fwhm_guess=guess)
+    if grid.images.shape[:2] == (1, 1):
+        exp.setPsf(ImagePsf(grid.images[0, 0], average_position=exp.getBBox().getCenter()))
+    else:
+        x0, y0 = exp.getXY0()
+        exp.setPsf(GridImagePsf(grid.images, grid.x_nodes + x0, grid.y_nodes + y0))
+    log.info(
+        "%s: PSF estimated from its stars on a %dx%d grid (FWHM %.2f-%.2f px).",
+        name,
+        *grid.images.shape[:2],
+        grid.fwhm.min(),
+        grid.fwhm.max(),
+    )
     return exp
 
 

@@ -90,6 +90,11 @@ class _Psf:
     def getAveragePosition(self):  # noqa: N802
         return self._average
 
+    def nodes(self):
+        """``(x_nodes, y_nodes)`` (parent pixels) where a varying model is sampled, or ``None``
+        for a model without a grid (files keep the grid's images: :mod:`jaxdiffim.io.fits`)."""
+        return None
+
     def computeShape(self, x=None, y=None):  # noqa: N802
         """Adaptive second moments at ``(x, y)``
         (:func:`jaxdiffim.algorithms.psf_shape.psf_moments`)."""
@@ -280,6 +285,9 @@ class GridImagePsf(_Psf):
         )
         return img / img.sum()
 
+    def nodes(self):
+        return self.x_nodes, self.y_nodes
+
     def resized(self, width, height):
         """Every node image zero-padded or cropped to ``width`` x ``height``."""
         _check_dims(width, height)
@@ -322,6 +330,9 @@ class FilteredPsf(_Psf):
 
     def _kernel(self, x, y):
         return self._filtered(x, y)
+
+    def nodes(self):
+        return self.base.nodes()
 
     def __repr__(self):
         return f"FilteredPsf({self.base!r}, filter shape={self._filtered.filter.shape})"

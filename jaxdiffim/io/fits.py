@@ -4,7 +4,10 @@
   metadata, then ``IMAGE`` (float32), ``MASK`` (int32, plane numbers in ``MP_<NAME>`` keywords)
   and ``VARIANCE`` (float32) extensions; ``LTV1``/``LTV2`` hold ``-x0``/``-y0``. Read and written.
   The PSF (its kernel image at the average position) is written to an extra ``PSF`` extension
-  and read back as an :class:`~jaxdiffim.image.psf.ImagePsf`.
+  and read back as an :class:`~jaxdiffim.image.psf.ImagePsf`; a PSF that varies on a grid
+  (its ``nodes()``, e.g. an estimated one) is also written as a ``PSFGRID`` cube of shape
+  (n_y n_x, s, s) (node ``[j, i]`` at row ``j n_x + i``; ``NX``, ``NY``, ``XNODEi``,
+  ``YNODEj`` in parent pixels) and read back as a :class:`~jaxdiffim.image.psf.GridImagePsf`.
 * **A plain image** (the first HDU with 2-D data), with optional separate variance, weight
   (inverse variance) or sigma files and a mask file. Without any of them the variance is
   estimated: from ``GAIN`` (or the mean of ``GAINA``/``GAINB``), the read noise (``RDNOISE``,
@@ -29,7 +32,7 @@ from astropy.io import fits
 from ..core.masks import MASK_PLANES
 from ..errors import InputFileError, InvalidInputError, JaxDiffimError
 from ..image.exposure import Exposure, Mask
-from ..image.psf import ImagePsf
+from ..image.psf import GridImagePsf, ImagePsf
 from .atomic import atomic_output
 from .headers import (
     band,
@@ -83,7 +86,9 @@ def _read_afw(hdul):
     meta = carry(hdul[0].header)
     meta.update(carry(header))
     psf = None
-    if "PSF" in hdul:
+    if "PSFGRID" in hdul:
+        psf = _read_grid(hdul["PSFGRID"])
+    elif "PSF" in hdul:
         psf = ImagePsf(hdul["PSF"].data)
     mask = Mask(mask_hdu.data.astype(np.int32), xy0, mask_planes(mask_hdu.header))
     image = img_hdu.data.astype(np.float32)
@@ -274,7 +279,34 @@ def _hdus(exposure):
     if exposure.psf is not None:
         kernel = np.asarray(exposure.psf.computeKernelImage(), np.float32)
         out.append(fits.ImageHDU(kernel, name="PSF"))
+        nodes = exposure.psf.nodes() if hasattr(exposure.psf, "nodes") else None
+        if nodes is not None:
+            out.append(_grid_hdu(exposure.psf, *nodes))
     return fits.HDUList(out)
+
+
+def _grid_hdu(psf, x_nodes, y_nodes):
+    cube = np.stack([psf.computeKernelImage(x, y) for y in y_nodes for x in x_nodes])
+    hdu = fits.ImageHDU(cube.astype(np.float32), name="PSFGRID")
+    hdu.header["NX"], hdu.header["NY"] = len(x_nodes), len(y_nodes)
+    for i, x in enumerate(x_nodes, 1):
+        hdu.header[f"XNODE{i}"] = float(x)
+    for j, y in enumerate(y_nodes, 1):
+        hdu.header[f"YNODE{j}"] = float(y)
+    return hdu
+
+
+def _read_grid(hdu):
+    header = hdu.header
+    try:
+        n_x, n_y = int(header["NX"]), int(header["NY"])
+        x_nodes = [float(header[f"XNODE{i}"]) for i in range(1, n_x + 1)]
+        y_nodes = [float(header[f"YNODE{j}"]) for j in range(1, n_y + 1)]
+        cube = np.asarray(hdu.data, np.float64)
+        images = cube.reshape(n_y, n_x, *cube.shape[1:])
+    except (KeyError, ValueError, TypeError) as err:
+        raise InputFileError(f"The PSFGRID extension is malformed ({err}).") from err
+    return GridImagePsf(images, x_nodes, y_nodes)
 
 
 def write_exposure(exposure, path, overwrite=False):
