@@ -57,3 +57,40 @@ def test_cache_folder_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv(CACHE_ENV)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert cache_dir() == os.path.join(str(tmp_path), "jaxdiffim", "xla")
+
+
+#: A program through the store, in a process of its own (prints its result).
+PROGRAM = """
+import jax, jax.numpy as jnp, numpy as np
+from jaxdiffim.cache import enable_compilation_cache
+from jaxdiffim.core import programs
+enable_compilation_cache()
+
+@jax.jit
+def f(a):
+    b = a[1:-1, 2:].astype(jnp.float32) * 2.0
+    return jnp.fft.rfft2(b).real.sum() + jnp.cumsum(b, axis=0).mean()
+
+print("RESULT", float(programs.call(f, np.arange(64 * 64, dtype=np.int32).reshape(64, 64) % 7)))
+"""
+
+
+def test_an_executable_from_jax_cache_is_not_stored(tmp_path):
+    """With the store emptied (as after an upgrade) but JAX's cache still holding the program,
+    the executable JAX loads from its cache is not stored: serialised again it lacks its code
+    on a CPU, and the next process failed with "Function broadcast_multiply_fusion not
+    found"."""
+    env = dict(os.environ, **{CACHE_ENV: str(tmp_path / "xla")})
+
+    def run():
+        proc = subprocess.run(
+            [sys.executable, "-c", PROGRAM], capture_output=True, text=True, env=env
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return [x for x in proc.stdout.splitlines() if x.startswith("RESULT")][-1]
+
+    first = run()  # compiled, stored, and in JAX's cache
+    for path in (tmp_path / "xla" / PROGRAMS).iterdir():
+        path.unlink()
+    assert run() == first  # from JAX's cache: not stored
+    assert run() == first

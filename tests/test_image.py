@@ -276,6 +276,25 @@ def test_psf_grid_follows_the_seeing_across_a_strong_field():
             assert np.sum(node * true) / np.sum(node * node) > 0.85
 
 
+def test_batched_moments_match_psf_moments():
+    """The grid's vectorised adaptive moments against psf_moments, stamp by stamp; a stamp of
+    pure noise is flagged, not returned as moments."""
+    from jaxdiffim.algorithms.psf_grid import _batch_moments
+    from jaxdiffim.algorithms.psf_shape import psf_moments
+
+    u = np.arange(31) - 15.0
+    x, y = np.meshgrid(u - 0.3, u + 0.2)
+    elliptical = np.exp(-0.5 * (x * x / 6.0 + y * y / 3.0 + 0.2 * x * y))
+    moffat = (1.0 + (x * x + 0.7 * y * y) / 9.0) ** -2.5
+    stamps = [gaussian_stamp(31, 2.0, 0.3, -0.2), gaussian_stamp(31, 3.1), elliptical, moffat]
+    noise = np.random.default_rng(3).normal(size=(31, 31))
+    shapes, ok = _batch_moments(np.stack([*stamps, noise]))
+    assert ok.tolist() == [True, True, True, True, False]
+    for stamp, got in zip(stamps, shapes, strict=False):
+        m = psf_moments(stamp)
+        np.testing.assert_allclose(got, [[m.ixx, m.ixy], [m.ixy, m.iyy]], rtol=1e-6, atol=1e-8)
+
+
 def test_psf_grid_on_a_small_image_is_one_stamp():
     scene = make_test_image(
         psf_sigma=2.2, noise_level=1.0, size=(256, 256), n_src=40, flux_level=5000

@@ -17,7 +17,10 @@ backend and its devices, the host CPU's features and ``XLA_FLAGS`` (a CPU execut
 code), the JAX settings that change tracing (x64, matmul precision, dtype promotion) and a hash
 of jaxdiffim's sources, so that an edited or upgraded installation, or another machine sharing
 the folder, does not load an old program. Files are written atomically; an unreadable file is
-ignored and rewritten; an executable that cannot be serialised is used in this process only.
+ignored and rewritten; an executable that cannot be serialised is used in this process only, and
+so is one that JAX loaded from its own persistent cache (serialised again, an executable loaded
+on a CPU lacks its functions: "Function slice_convert_fusion not found" at its first call in
+the next process).
 The files are pickles of executables (machine code): like JAX's own cache folder, the folder
 must be the user's.
 """
@@ -40,6 +43,15 @@ log = logging.getLogger(__name__)
 
 _STATE = {"folder": None}
 _LOADED = {}
+_CACHE_HITS = [0]  # hits of JAX's persistent compilation cache in this process
+
+
+def _count_cache_hits(event, **_):
+    if event == "/jax/compilation_cache/cache_hits":
+        _CACHE_HITS[0] += 1
+
+
+jax.monitoring.register_event_listener(_count_cache_hits)
 
 
 def set_store(folder):
@@ -189,9 +201,13 @@ def call(jitted, *args, **static):
                 return out_leaves
 
             flat.__name__ = flat.__qualname__ = getattr(jitted, "__name__", "program")
+            hits = _CACHE_HITS[0]
             compiled = jax.jit(flat).lower(*leaves).compile()
             program = (compiled, out_tree[0])
-            _save(path, *program)
+            if _CACHE_HITS[0] == hits:
+                _save(path, *program)
+            else:  # loaded from JAX's cache: on a CPU it serialises without its code
+                log.debug("Not storing %s: it came from JAX's compilation cache.", path)
         _LOADED[key] = program
     compiled, out_tree = program
     return jax.tree_util.tree_unflatten(out_tree, compiled(*leaves))
