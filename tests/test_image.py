@@ -295,6 +295,22 @@ def test_batched_moments_match_psf_moments():
         np.testing.assert_allclose(got, [[m.ixx, m.ixy], [m.ixy, m.iyy]], rtol=1e-6, atol=1e-8)
 
 
+def test_stretched_psf_takes_a_sheared_shape():
+    """The node image: the central estimate mapped so that its adaptive moments become the
+    cell's, also for a sheared (non-diagonal) target, and kept centred."""
+    from jaxdiffim.algorithms.psf_grid import _moments, _stretched
+
+    u = np.arange(41) - 20.0
+    x, y = np.meshgrid(u, u)
+    centre = np.exp(-0.5 * (x * x + y * y) / 4.0)
+    centre /= centre.sum()
+    for target in ([[6.0, 1.5], [1.5, 3.0]], [[3.0, -1.0], [-1.0, 5.0]], [[2.5, 0.0], [0.0, 6.0]]):
+        out = _stretched(centre, _moments(centre), np.array(target))
+        np.testing.assert_allclose(_moments(out), target, rtol=2e-3, atol=2e-3)
+        assert abs((out * x).sum()) < 1e-6 and abs((out * y).sum()) < 1e-6
+        assert out.sum() == pytest.approx(1.0)
+
+
 def test_psf_grid_on_a_small_image_is_one_stamp():
     scene = make_test_image(
         psf_sigma=2.2, noise_level=1.0, size=(256, 256), n_src=40, flux_level=5000
@@ -362,9 +378,9 @@ def test_a_grid_psf_survives_a_fits_round_trip(tmp_path):
     PSF) and read back as the same GridImagePsf."""
     widths = 1.5 + 0.3 * np.arange(3)[None, :] + 0.2 * np.arange(2)[:, None]
     images = np.array([[gaussian_stamp(15, w) for w in row] for row in widths])
-    psf = GridImagePsf(images, [10.0, 50.0, 90.0], [20.0, 70.0])
+    psf = GridImagePsf(images, [10.0, 50.0, 90.0], [20.0, 70.0])  # parent pixels
     img = np.zeros((100, 110), np.float32)
-    exp = Exposure(img, variance=np.ones_like(img), psf=psf)
+    exp = Exposure(img, variance=np.ones_like(img), psf=psf, xy0=(7, -3))
     path = tmp_path / "grid.fits"
     write_exposure(exp, path)
     back = read_exposure(path).psf

@@ -20,7 +20,9 @@ the folder, does not load an old program. Files are written atomically; an unrea
 ignored and rewritten; an executable that cannot be serialised is used in this process only, and
 so is one that JAX loaded from its own persistent cache (serialised again, an executable loaded
 on a CPU lacks its functions: "Function slice_convert_fusion not found" at its first call in
-the next process).
+the next process). The price: after an edit or upgrade of jaxdiffim that leaves a program's
+HLO as it was, JAX's cache keeps answering for it and the store stays without it (such a
+process lowers it and loads it from JAX's cache, about 0.1 s more a program).
 The files are pickles of executables (machine code): like JAX's own cache folder, the folder
 must be the user's.
 """
@@ -33,6 +35,7 @@ import pathlib
 import pickle
 import platform
 import tempfile
+import threading
 
 import jax
 from jax.experimental.serialize_executable import deserialize_and_load, serialize
@@ -43,19 +46,23 @@ log = logging.getLogger(__name__)
 
 _STATE = {"folder": None}
 _LOADED = {}
-_CACHE_HITS = [0]  # hits of JAX's persistent compilation cache in this process
+_HITS = threading.local()  # hits of JAX's persistent compilation cache, per thread
+
+
+def _cache_hits():
+    return getattr(_HITS, "count", 0)
 
 
 def _count_cache_hits(event, **_):
     if event == "/jax/compilation_cache/cache_hits":
-        _CACHE_HITS[0] += 1
+        _HITS.count = _cache_hits() + 1
 
 
 jax.monitoring.register_event_listener(_count_cache_hits)
 
 
 def set_store(folder):
-    """Keep exported programs in ``folder`` (created if needed); ``None`` turns the store off."""
+    """Keep compiled programs in ``folder`` (created if needed); ``None`` turns the store off."""
     if folder is not None:
         try:
             os.makedirs(folder, exist_ok=True)
@@ -66,7 +73,7 @@ def set_store(folder):
 
 
 def store():
-    """The folder of the exported programs, or ``None`` when the store is off."""
+    """The folder of the compiled programs, or ``None`` when the store is off."""
     return _STATE["folder"]
 
 
@@ -132,22 +139,35 @@ def _key(function, leaves, tree, static):
         *settings,
         *(
             f"{jax.numpy.shape(x)}:{jax.numpy.result_type(x)}:{type(x).__name__}:"
-            f"{getattr(x, 'weak_type', None)}"
+            f"{getattr(x, 'weak_type', None)}:{getattr(x, 'sharding', None)}"
             for x in leaves
         ),
     ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:40]
 
 
-def _load(path):
+@functools.cache
+def _lapack_ready():
+    """Set jaxlib's LAPACK kernels' function pointers, as JAX does when it lowers a
+    linear-algebra operation or an exported program (a loaded executable that calls them
+    crashed the process without it). False, with one warning, where this JAX lacks the
+    (private) function: the store then only writes."""
     try:
-        with open(path, "rb") as handle:
-            blob, in_tree, out_tree = pickle.load(handle)
-        # A loaded executable may call jaxlib's LAPACK kernels, whose function pointers JAX sets
-        # when it lowers a linear-algebra operation or an exported program: set them here.
         from jax._src.lax import linalg
 
         linalg.initialize_lapack()
+    except (ImportError, AttributeError) as err:
+        log.warning("Program store: cannot load executables with this JAX (%s).", err)
+        return False
+    return True
+
+
+def _load(path):
+    if not _lapack_ready():
+        return None
+    try:
+        with open(path, "rb") as handle:
+            blob, in_tree, out_tree = pickle.load(handle)
         return deserialize_and_load(blob, in_tree, out_tree[0]), out_tree[1]
     except Exception as err:  # noqa: BLE001 - a bad file is a cache miss
         log.debug("Ignoring the stored program %s (%s).", path, err)
@@ -201,10 +221,11 @@ def call(jitted, *args, **static):
                 return out_leaves
 
             flat.__name__ = flat.__qualname__ = getattr(jitted, "__name__", "program")
-            hits = _CACHE_HITS[0]
-            compiled = jax.jit(flat).lower(*leaves).compile()
+            lowered = jax.jit(flat).lower(*leaves)
+            hits = _cache_hits()
+            compiled = lowered.compile()
             program = (compiled, out_tree[0])
-            if _CACHE_HITS[0] == hits:
+            if _cache_hits() == hits:
                 _save(path, *program)
             else:  # loaded from JAX's cache: on a CPU it serialises without its code
                 log.debug("Not storing %s: it came from JAX's compilation cache.", path)
