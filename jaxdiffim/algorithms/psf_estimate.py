@@ -119,22 +119,29 @@ _GUESS_FACTORS = (1.0, 1.5, 0.7, 2.2, 3.2)
 _SEARCH_SIZES = (1024, PSF_SEARCH_SIZE)
 
 
+def _detect(img, var, mask, fwhm, threshold, saturation, max_sources, reject_blends=True):
+    """Isolated detections with a Gaussian probe of ``fwhm`` (padded to a shared probe size),
+    isolation radius ``3 fwhm``; brightest first."""
+    sigma = fwhm / FWHM_PER_SIGMA
+    probe = _gaussian(_probe_size(2 * int(np.ceil(3 * sigma)) + 1), sigma)
+    return detect_sources(
+        img,
+        var,
+        mask,
+        probe,
+        threshold=threshold,
+        saturation=saturation,
+        isolation_radius=3.0 * fwhm,
+        max_sources=max_sources,
+        reject_blends=reject_blends,
+    )
+
+
 def _find_stars(img, var, mask, fwhm_guess, threshold, saturation, max_stars, min_stars):
     """Detections of isolated stars and their FWHM (pixels), with a wrong guess retried."""
 
     def detect(fwhm):
-        sigma = fwhm / FWHM_PER_SIGMA
-        probe = _gaussian(_probe_size(2 * int(np.ceil(3 * sigma)) + 1), sigma)
-        return detect_sources(
-            img,
-            var,
-            mask,
-            probe,
-            threshold=threshold,
-            saturation=saturation,
-            isolation_radius=3.0 * fwhm,
-            max_sources=max_stars,
-        )
+        return _detect(img, var, mask, fwhm, threshold, saturation, max_stars)
 
     # the detector's shape test rejects stars much wider or narrower than the probe: a wrong
     # guess (no header seeing) is retried at other widths before giving up

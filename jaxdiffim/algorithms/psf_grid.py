@@ -15,8 +15,7 @@ import numpy as np
 
 from ..core.basis import FWHM_PER_SIGMA
 from ..errors import InvalidInputError
-from .detection import detect_sources
-from .psf_estimate import _gaussian, _probe_size, _stamps, estimate_psf
+from .psf_estimate import _detect, _stamps, estimate_psf
 from .psf_shape import psf_fwhm, psf_moments
 
 __all__ = ["PSF_GRID_CELLS", "PsfGrid", "estimate_psf_grid"]
@@ -136,7 +135,18 @@ def estimate_psf_grid(
             box = np.s_[y0 : y0 + tile, x0 : x0 + tile]
             image_c = img_all[box]
             sub_mask = None if mask_all is None else mask_all[box]
-            found = _detect(image_c, var_all[box], sub_mask, fwhm, saturation, 4 * max_stars)
+            # no shape test: it keeps sources like its probe, and the probe has the central
+            # width; the stellar locus of _locus_shapes tells stars from galaxies instead
+            found = _detect(
+                image_c,
+                var_all[box],
+                sub_mask,
+                fwhm,
+                _CELL_THRESHOLD,
+                saturation,
+                4 * max_stars,
+                reject_blends=False,
+            )
             stars = _locus_shapes(image_c, found.x, found.y, side, max_stars, min_stars)
             if len(stars) >= min_stars:
                 shapes[j, i] = np.median(stars, axis=0)
@@ -190,25 +200,6 @@ def _fill(images, widths, measured):
 _CELL_THRESHOLD = 10.0
 #: The stellar locus: the sizes within this factor of the smallest size of the densest window.
 _LOCUS_WIDTH = 1.3
-
-
-def _detect(img, var, mask, fwhm, saturation, max_sources):
-    """Isolated detections (S/N >= :data:`_CELL_THRESHOLD`), brightest first, without the
-    detector's shape test (it keeps sources like its probe, and the probe has the central
-    width: the stellar locus of :func:`_locus_shapes` tells stars from galaxies instead)."""
-    sigma = fwhm / FWHM_PER_SIGMA
-    probe = _gaussian(_probe_size(2 * int(np.ceil(3 * sigma)) + 1), sigma)
-    return detect_sources(
-        img,
-        var,
-        mask,
-        probe,
-        threshold=_CELL_THRESHOLD,
-        saturation=saturation,
-        isolation_radius=3.0 * fwhm,
-        max_sources=max_sources,
-        reject_blends=False,
-    )
 
 
 def _locus_shapes(img, x, y, side, max_stars, min_stars):
