@@ -11,12 +11,14 @@ Method: detect with a Gaussian of the guessed width
 S/N >= ``threshold``, saturated and non-isolated stars cut); measure the median adaptive FWHM
 of the ten brightest stars and detect again with that width when it differs by more than 10 %
 (the detector's shape test keeps stars like its probe: on a field whose seeing varies, a 23 %
-wrong guess kept only the stars on the narrow side); cut a stamp around each of the
-``max_stars`` brightest stars, remove the local sky (median of the stamp's outer pixels), shift
-the star to the stamp centre (Fourier shift by the sub-pixel offset), scale it to unit flux in a
-central aperture, take the pixel-wise median, set it to zero from the first radius where its
-azimuthal mean stops being positive, and normalise it to unit sum. Host-side NumPy plus the
-jitted detector.
+wrong guess kept only the stars on the narrow side); cut a stamp (3 FWHM from the centre)
+around each of the ``max_stars`` brightest stars, remove the local sky (median of the stamp's
+outer pixels), shift the star to the stamp centre (Fourier shift by the sub-pixel offset),
+scale it to unit flux in a central aperture and take the pixel-wise median. The stack's wings
+are then modelled (:func:`_with_wings`): a Moffat profile fitted to its azimuthal mean, less
+the level the sky estimate took off, gives the PSF beyond 2 FWHM out to :data:`WING_EXTENT`
+FWHM, and the result is normalised to unit sum. Host-side NumPy and SciPy plus the jitted
+detector.
 """
 
 import numpy as np
@@ -26,7 +28,14 @@ from ..errors import InvalidInputError
 from .detection import detect_sources
 from .psf_shape import psf_fwhm
 
-__all__ = ["PSF_SEARCH_SIZE", "central_region", "estimate_psf", "fourier_shift"]
+__all__ = [
+    "PSF_SEARCH_SIZE",
+    "WING_EXTENT",
+    "central_region",
+    "estimate_psf",
+    "fourier_shift",
+    "stack_side",
+]
 
 
 def _gaussian(size, sigma):
@@ -58,7 +67,8 @@ def fourier_shift(image, dx, dy):
 
 
 def _stamps(image, x, y, size):
-    """Sky-subtracted, centred stamps of the stars, each scaled to unit flux in its aperture.
+    """Sky-subtracted, centred stamps of the stars, each scaled to unit flux in its aperture,
+    and the indices of the stars they belong to (incomplete stamps are left out).
 
     The sky is the median of the stamp's pixels beyond ``size // 2 - 2`` from the centre (the
     corners and a ring, about 45 % of the stamp); the scale is the flux within ``size / 4``
@@ -68,12 +78,12 @@ def _stamps(image, x, y, size):
     too wide in its wings and 12 % too narrow in its core.
     """
     half = size // 2
-    out = []
+    out, index = [], []
     h, w = image.shape
     v, u = np.mgrid[-half : half + 1, -half : half + 1]
     radius = np.hypot(u, v)
     outer, aperture = radius >= half - 2, radius <= size / 4.0
-    for xc, yc in zip(x, y, strict=True):
+    for k, (xc, yc) in enumerate(zip(x, y, strict=True)):
         ix, iy = int(np.floor(xc + 0.5)), int(np.floor(yc + 0.5))
         if ix - half < 0 or iy - half < 0 or ix + half >= w or iy + half >= h:
             continue
@@ -85,7 +95,8 @@ def _stamps(image, x, y, size):
         flux = stamp[aperture].sum()
         if flux > 0:
             out.append(stamp / flux)
-    return out
+            index.append(k)
+    return out, np.array(index, int)
 
 
 #: Images larger than this on a side are searched for stars in a central square this big.
@@ -169,7 +180,7 @@ def _measured_fwhm(img, found, fwhm):
     """Median FWHM (pixels) of the first ten detected stars; ``fwhm`` if none can be measured."""
     trial = 2 * int(np.ceil(3 * fwhm)) + 1
     widths = []
-    for stamp in _stamps(img, found.x[:10], found.y[:10], max(trial, 15)):
+    for stamp in _stamps(img, found.x[:10], found.y[:10], max(trial, 15))[0]:
         try:
             widths.append(psf_fwhm(stamp))
         except InvalidInputError:
@@ -207,14 +218,17 @@ def estimate_psf(
     max_stars, min_stars : int
         Stars stacked at most; fewer usable than ``min_stars`` raises.
     size : int, optional
-        Odd stamp side; default ``2 ceil(3 FWHM) + 1`` (at least 15).
+        Odd side of the stacked stamps; default :func:`stack_side` (``2 ceil(3 FWHM) + 1``,
+        at least 15). The estimate itself is larger: its fitted wings reach
+        :data:`WING_EXTENT` FWHM.
     saturation : float, optional
         Pixel level counted as saturated.
 
     Returns
     -------
-    psf : ndarray, shape (size, size), float64
-        Unit-sum PSF image centred on its central pixel.
+    psf : ndarray, shape (s, s), float64
+        Unit-sum PSF image centred on its central pixel, ``s = max(size, 2 ceil(5 FWHM) +
+        1)``.
 
     Raises
     ------
@@ -238,16 +252,86 @@ def estimate_psf(
             f"Only {found.x.size} isolated unsaturated stars with S/N >= {threshold} were found, "
             f"fewer than {min_stars}; cannot estimate a PSF from the image. Give a PSF file."
         )
-    side = size if size is not None else max(2 * int(np.ceil(3 * fwhm)) + 1, 15)
+    side = size if size is not None else stack_side(fwhm)
     if side % 2 == 0:
         raise InvalidInputError(f"The PSF stamp size must be odd, got {side}.")
-    stamps = _stamps(img, found.x, found.y, side)
+    stamps = _stamps(img, found.x, found.y, side)[0]
     if len(stamps) < min_stars:
         raise InvalidInputError(
             f"Only {len(stamps)} stars have complete {side}x{side} stamps, fewer than "
             f"{min_stars}; cannot estimate a PSF. Give a PSF file."
         )
-    return _truncated(np.median(np.stack(stamps), axis=0))
+    return _with_wings(np.median(np.stack(stamps), axis=0), fwhm)
+
+
+def stack_side(fwhm):
+    """Odd side (pixels) of the stamps stacked for a PSF of ``fwhm`` pixels: ``2 ceil(3 FWHM)
+    + 1``, at least 15."""
+    return max(2 * int(np.ceil(3 * fwhm)) + 1, 15)
+
+
+#: The estimate reaches this many FWHM from its centre (its wings are the fitted profile's).
+WING_EXTENT = 5.0
+#: Radius (in FWHM) beyond which the stack gives way to the fitted profile (over 2 pixels).
+_WING_START = 2.0
+#: Bounds of the fitted Moffat β (a Gaussian is β → ∞).
+_BETA_BOUNDS = (1.2, 20.0)
+
+
+def _moffat(r, amplitude, alpha, beta):
+    return amplitude * (1.0 + (r / alpha) ** 2) ** (-beta)
+
+
+def _with_wings(stack, fwhm):
+    """The stack with its wings modelled: unit sum, ``2 ceil(WING_EXTENT FWHM) + 1`` pixels on a
+    side (at least the stack's).
+
+    Each stamp lost its wings' level at its border to the sky estimate, and its side (3 FWHM
+    from the centre) cuts them: on the quality benchmark's scenes a PSF fit of the true PSF
+    with the stack cut at its first non-positive ring (:func:`_truncated`) recovered 96 % of
+    the flux on average (85 % at worst, Moffat β 2.5). The stack's azimuthal mean profile is
+    fitted with a Moffat profile minus a constant (that sky offset); within ``_WING_START``
+    FWHM the estimate is the stack plus the offset, beyond it the fitted profile (circular),
+    with a linear blend over 2 pixels. A fit that fails, or ``fwhm`` below a pixel, falls back
+    to :func:`_truncated`.
+    """
+    from scipy.optimize import curve_fit  # only where a PSF is estimated
+
+    half = stack.shape[0] // 2
+    v, u = np.mgrid[-half : half + 1, -half : half + 1]
+    radius = np.hypot(u, v)
+    ring = np.rint(radius).astype(int).ravel()
+    count = np.bincount(ring)
+    used = count > 0
+    profile = np.bincount(ring, stack.ravel())[used] / count[used]
+    mean_radius = np.bincount(ring, radius.ravel())[used] / count[used]
+    beta0 = 3.0
+    alpha0 = max(fwhm, 1.0) / (2.0 * np.sqrt(2.0 ** (1.0 / beta0) - 1.0))
+    try:
+        (amplitude, alpha, beta, offset), _ = curve_fit(
+            lambda r, a, al, b, c: _moffat(r, a, al, b) - c,
+            mean_radius,
+            profile,
+            p0=[max(float(stack.max()), 1e-6), alpha0, beta0, 0.0],
+            sigma=1.0 / np.sqrt(count[used]),  # a ring's mean: error ~ 1 / sqrt(its pixels)
+            bounds=(
+                [0.0, 0.3, _BETA_BOUNDS[0], -1.0],
+                [np.inf, 10.0 * alpha0, _BETA_BOUNDS[1], 1.0],
+            ),
+            maxfev=5000,
+        )
+    except (RuntimeError, ValueError):
+        return _truncated(stack)
+    if fwhm < 1.0 or not np.all(np.isfinite([amplitude, alpha, beta, offset])):
+        return _truncated(stack)
+    out_half = max(half, int(np.ceil(WING_EXTENT * fwhm)))
+    pad = out_half - half
+    vv, uu = np.mgrid[-out_half : out_half + 1, -out_half : out_half + 1]
+    radius = np.hypot(uu, vv)
+    inner = np.pad(stack + offset, pad)
+    blend = np.clip((radius - min(_WING_START * fwhm, half - 2.0)) / 2.0, 0.0, 1.0)
+    out = (1.0 - blend) * inner + blend * _moffat(radius, amplitude, alpha, beta)
+    return out / out.sum()
 
 
 def _truncated(psf):
