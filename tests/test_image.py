@@ -190,6 +190,34 @@ def test_plain_image_with_noise_files(tmp_path):
         )
 
 
+def test_blanked_saturated_cores_are_read_as_saturated(tmp_path):
+    """A plain image whose pipeline blanked (NaN) its saturated star cores and a bad column:
+    the cores become SAT as well as NO_DATA (so the subtraction flags the bright ring around
+    them SUSPECT), the column and a hole in empty sky only NO_DATA; the file is untouched."""
+    rng = np.random.default_rng(4)
+    img = (1000.0 + rng.normal(scale=10.0, size=(96, 96))).astype(np.float32)
+    img += 2e6 * gaussian_stamp(96, 2.0, 0.3, -0.2).astype(np.float32)  # centred at (48, 48)
+    core = img > 30000.0
+    img[core] = np.nan
+    img[:, 12] = np.nan  # a bad column, far from the star
+    img[80:83, 70:73] = np.nan  # a hole in the sky
+    path = tmp_path / "blanked.fits"
+    fits.PrimaryHDU(img).writeto(path)
+    before = path.read_bytes()
+    mask = read_exposure(path).mask.array
+    sat, no_data = 1 << MASK_PLANES["SAT"], 1 << MASK_PLANES["NO_DATA"]
+    assert core.sum() >= 9 and np.all(mask[core] & sat) and np.all(mask[core] & no_data)
+    assert not np.any(mask[:, 12] & sat) and np.all(mask[:, 12] & no_data)
+    assert not np.any(mask[80:83, 70:73] & sat)
+    assert not np.any(mask[~np.isnan(img)] & (sat | no_data))
+    assert path.read_bytes() == before
+    img[:, 47] = np.nan  # a bad column through the core: SAT near the star only
+    fits.PrimaryHDU(img).writeto(tmp_path / "column.fits")
+    mask = read_exposure(tmp_path / "column.fits").mask.array
+    assert np.all(mask[core] & sat) and np.all(mask[:, 47] & no_data)
+    assert np.any(mask[:, 47] & sat) and not np.any(mask[:30, 47] & sat)
+
+
 def test_missing_and_unreadable_files(tmp_path):
     with pytest.raises(InputFileError, match="does not exist"):
         read_exposure(tmp_path / "nope.fits")

@@ -8,6 +8,7 @@ shape. It plays the role of ip_diffim's fallback kernel-source detection
 their PSFs are enough to subtract. Coordinates are 0-based array pixels (``x`` the column).
 """
 
+import math
 from typing import NamedTuple
 
 import jax.numpy as jnp
@@ -18,6 +19,7 @@ from ..core.masks import DETECTION_EXCLUDE, bits
 from ..errors import InvalidInputError
 from .detection_maps import detection_maps_jit
 from .peaks import gather_3x3, psf_reference, refine_peaks
+from .psf_shape import psf_fwhm
 from .sky import sky_layout
 from .sources import _check_int, _crowded
 
@@ -145,7 +147,8 @@ def detect_sources(
        a neighbour is not positive). ``flux_err`` is ``sqrt(var_F)`` at the peak pixel.
     5. **Cuts**: any excluded or non-finite pixel within the PSF footprint plus 1 pixel (the
        fit's neighbours); any saturated pixel (``saturated_planes`` or ``image >= saturation``)
-       within the PSF footprint; closer than ``edge`` pixels to the border (and always the
+       within the PSF footprint (the footprint: a square of 3 FWHM from the centre, at most the
+       PSF stamp); closer than ``edge`` pixels to the border (and always the
        outermost pixel); another peak within ``isolation_radius`` unless it is more than 100x
        fainter in flux; and, if ``reject_blends``, a 3x3 curvature of ``log F`` that does not
        match the PSF's own (see below).
@@ -173,9 +176,11 @@ def detect_sources(
     saturation : float, optional
         Pixel value at or above which a pixel counts as saturated.
     isolation_radius : float, optional
-        Pixels; default ``max(5, 2 FWHM)`` with the FWHM from the PSF's second moments.
+        Pixels; default ``max(5, 2 FWHM)`` with the FWHM from the PSF's adaptive second
+        moments (:func:`~jaxdiffim.algorithms.psf_shape.psf_fwhm`).
     edge : int, optional
-        Minimum distance of a detection from the border in pixels; default ``k // 2``.
+        Minimum distance of a detection from the border in pixels; default half the
+        footprint's side.
     max_sources : int, optional
         Keep at most this many (the highest S/N).
     background_bin : int
@@ -230,6 +235,10 @@ class DetectionPlan(NamedTuple):
     host: dict
 
 
+#: Half-side of the detector's footprint (bad and saturated pixels, edge) in FWHM.
+_FOOTPRINT_FWHM = 3.0
+
+
 def plan_detection(
     shape,
     psf,
@@ -258,12 +267,18 @@ def plan_detection(
     background_bin = _check_int(background_bin, "background_bin", 8)
     if max_sources is not None:
         max_sources = _check_int(max_sources, "max_sources", 0)
-    k = psf.shape[0]
-    edge = k // 2 if edge is None else _check_int(edge, "edge", 0)
+    fwhm, curvature, noise = psf_reference(psf)
+    try:  # adaptive moments: the unweighted ones grow with a Moffat's wings and the stamp
+        fwhm = psf_fwhm(psf)
+    except InvalidInputError:
+        pass
+    # the footprint of the cuts: 3 FWHM from the centre, at most the stamp (a stamp that holds
+    # the wings out to 5 FWHM made every source within 30 px of a masked pixel a reject)
+    footprint = min(psf.shape[0], 2 * math.ceil(_FOOTPRINT_FWHM * fwhm) + 1)
+    edge = footprint // 2 if edge is None else _check_int(edge, "edge", 0)
     sat_level = np.inf if saturation is None else float(saturation)
     if np.isnan(sat_level):
         raise InvalidInputError("saturation must be a number or None; got NaN.")
-    fwhm, curvature, noise = psf_reference(psf)
     radius = max(5.0, 2.0 * fwhm) if isolation_radius is None else float(isolation_radius)
     if not (np.isfinite(radius) and radius >= 0):
         raise InvalidInputError(f"isolation_radius must be >= 0; got {isolation_radius!r}.")
@@ -282,7 +297,7 @@ def plan_detection(
         n_bins=(layout_y[0], layout_x[0]),
         size=(layout_y[1], layout_x[1]),
         stride=(layout_y[2], layout_x[2]),
-        bad_footprint=k + 2,
+        bad_footprint=footprint + 2,
     )
     host = dict(
         threshold=threshold,

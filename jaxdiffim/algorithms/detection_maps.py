@@ -39,7 +39,7 @@ def detection_maps_impl(
 
     Returns the flux, flux-error and S/N maps (float32) and a uint8 map whose bit 0 marks local
     S/N maxima >= ``low_threshold``, bit 1 excluded pixels within ``bad_footprint`` and bit 2
-    saturated pixels within the PSF footprint.
+    saturated pixels within the PSF footprint (``bad_footprint - 2`` pixels on a side).
     """
     k = psf.shape[0]
     bad = ((mask & exclude_bits) != 0) | ~jnp.isfinite(image) | ~jnp.isfinite(variance)
@@ -86,7 +86,7 @@ def detection_maps_impl(
             peak = peak & ((snr > nb) if earlier else (snr >= nb))
 
     near_bad = dilate_mask(bad.astype(jnp.uint8), bad_footprint) != 0
-    near_sat = dilate_mask(sat.astype(jnp.uint8), k) != 0
+    near_sat = dilate_mask(sat.astype(jnp.uint8), bad_footprint - 2) != 0
     flags = (
         peak.astype(jnp.uint8)
         | (near_bad.astype(jnp.uint8) << 1)

@@ -16,8 +16,9 @@
   otherwise robustly from the pixels (the squared ``astropy.stats.mad_std`` around the binned
   background, plus ``max(I - background, 0) / gain`` when the gain is known). Non-finite
   pixels become ``NO_DATA``; pixels at the header's saturation level (``SATURATE``, or the lower
-  of ``SATURATA`` and
-  ``SATURATB``, minus the subtracted sky) become ``SAT``.
+  of ``SATURATA`` and ``SATURATB``, minus the subtracted sky) become ``SAT``, and so do
+  non-finite pixels next to very bright ones (blanked saturated cores,
+  :func:`~jaxdiffim.io.headers.saturated_holes`).
 
 Output files are written atomically (a temporary file in the same directory, then
 ``os.replace``) and never overwrite an existing file unless ``overwrite=True``.
@@ -40,6 +41,7 @@ from .headers import (
     carry,
     estimate_variance,
     mask_planes,
+    saturated_holes,
     saturation_mask,
     wcs_of,
 )
@@ -208,6 +210,7 @@ def _read_plain(hdul, path, given, mask):
     else:
         mask_array = np.zeros(image.shape, np.int32)
     _flag(mask_array, saturation_mask(image, header), "SAT")
+    _flag(mask_array, saturated_holes(image, ~np.isfinite(image)), "SAT")  # blanked cores
     _flag(mask_array, bad, "NO_DATA")
     if bad.all():
         raise InvalidInputError(f"Image file {os.fspath(path)!r} has no finite pixels.")
