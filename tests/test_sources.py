@@ -328,6 +328,22 @@ def test_detection_noiseless_star_is_exact():
     assert both.x.size == 2
 
 
+def test_detection_footprint_follows_the_fwhm_not_the_stamp():
+    """A PSF stamp that holds the wings (here the Gaussian padded to 61 px, as the estimate's
+    Moffat wings reach 5 FWHM) keeps the cuts' footprint at 3 FWHM: a star 20 px from a masked
+    column and 20 px from the border is found (with the stamp's side, any source within 32 px
+    of either was cut)."""
+    xs, ys = 100.3, 20.4
+    image = plant_stars((SIZE, SIZE), [xs], [ys], [5000.0], SIGMA, 33).astype(np.float32)
+    variance = np.ones((SIZE, SIZE), np.float32)
+    mask = np.zeros((SIZE, SIZE), np.int32)
+    mask[:, 120] = bit("BAD")
+    wide = np.pad(PSF, (61 - PSF.shape[0]) // 2)
+    for psf in (PSF, wide):
+        found = detect_sources(image, variance, mask, psf)
+        assert found.x.size == 1 and abs(found.x[0] - xs) < 0.01
+
+
 def test_detection_pure_noise_and_masked_images():
     rng = np.random.default_rng(7)
     noise = (rng.normal(size=(SIZE, SIZE)) * NOISE + 50.0).astype(np.float32)
