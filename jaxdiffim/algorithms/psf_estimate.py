@@ -178,9 +178,8 @@ _PROBE_TOLERANCE = 0.1
 
 def _measured_fwhm(img, found, fwhm):
     """Median FWHM (pixels) of the first ten detected stars; ``fwhm`` if none can be measured."""
-    trial = 2 * int(np.ceil(3 * fwhm)) + 1
     widths = []
-    for stamp in _stamps(img, found.x[:10], found.y[:10], max(trial, 15))[0]:
+    for stamp in _stamps(img, found.x[:10], found.y[:10], stack_side(fwhm))[0]:
         try:
             widths.append(psf_fwhm(stamp))
         except InvalidInputError:
@@ -297,6 +296,8 @@ def _with_wings(stack, fwhm):
     """
     from scipy.optimize import curve_fit  # only where a PSF is estimated
 
+    if fwhm < 1.0:
+        return _truncated(stack)
     half = stack.shape[0] // 2
     v, u = np.mgrid[-half : half + 1, -half : half + 1]
     radius = np.hypot(u, v)
@@ -306,7 +307,7 @@ def _with_wings(stack, fwhm):
     profile = np.bincount(ring, stack.ravel())[used] / count[used]
     mean_radius = np.bincount(ring, radius.ravel())[used] / count[used]
     beta0 = 3.0
-    alpha0 = max(fwhm, 1.0) / (2.0 * np.sqrt(2.0 ** (1.0 / beta0) - 1.0))
+    alpha0 = fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / beta0) - 1.0))
     try:
         (amplitude, alpha, beta, offset), _ = curve_fit(
             lambda r, a, al, b, c: _moffat(r, a, al, b) - c,
@@ -322,7 +323,7 @@ def _with_wings(stack, fwhm):
         )
     except (RuntimeError, ValueError):
         return _truncated(stack)
-    if fwhm < 1.0 or not np.all(np.isfinite([amplitude, alpha, beta, offset])):
+    if not np.all(np.isfinite([amplitude, alpha, beta, offset])):
         return _truncated(stack)
     out_half = max(half, int(np.ceil(WING_EXTENT * fwhm)))
     pad = out_half - half

@@ -189,18 +189,33 @@ def saturated_holes(image, holes):
     """
     from scipy import ndimage  # only for images with holes
 
+    none = np.zeros(holes.shape, bool)
     if not holes.any():
-        return np.zeros(holes.shape, bool)
+        return none
     good = image[~holes]
     sample = good[:: max(1, good.size // _RIM_SAMPLES)]
     level = np.median(sample) + _BRIGHT_RIM * mad_std(sample)
-    rim = ndimage.binary_dilation(holes) & ~holes
     with np.errstate(invalid="ignore"):
-        bright = rim & (image >= level)
-    if not bright.any():
-        return np.zeros(holes.shape, bool)
-    near = holes & ndimage.binary_dilation(bright, iterations=_RIM_DEPTH)
-    return holes & ndimage.binary_fill_holes(near)  # a core's inside too, a column's length not
+        ys, xs = np.nonzero(image >= level)  # few pixels: the work is done around them
+    h, w = holes.shape
+    near = np.zeros(holes.shape, bool)
+    touching = np.zeros(ys.size, bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            touching |= holes[np.clip(ys + dy, 0, h - 1), np.clip(xs + dx, 0, w - 1)]
+    ys, xs = ys[touching], xs[touching]
+    for dy in range(-_RIM_DEPTH, _RIM_DEPTH + 1):
+        for dx in range(-_RIM_DEPTH, _RIM_DEPTH + 1):
+            near[np.clip(ys + dy, 0, h - 1), np.clip(xs + dx, 0, w - 1)] = True
+    near &= holes
+    if not near.any():
+        return none
+    # a core's inside too, a column's length not: the holes each group of them encloses
+    out = near.copy()
+    labels, _ = ndimage.label(near, structure=np.ones((3, 3), int))
+    for box in ndimage.find_objects(labels):
+        out[box] |= holes[box] & ndimage.binary_fill_holes(near[box])
+    return out
 
 
 def calibration(header):
