@@ -1,6 +1,7 @@
 """The Task layer's data model: boxes, exposures, PSF models, FITS files and catalogues."""
 
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -216,6 +217,12 @@ def test_blanked_saturated_cores_are_read_as_saturated(tmp_path):
     mask = read_exposure(tmp_path / "column.fits").mask.array
     assert np.all(mask[core] & sat) and np.all(mask[:, 47] & no_data)
     assert np.any(mask[:, 47] & sat) and not np.any(mask[:30, 47] & sat)
+    fits.PrimaryHDU(np.full((32, 32), np.nan, np.float32)).writeto(tmp_path / "empty.fits")
+    fits.PrimaryHDU(np.ones((32, 32), np.float32)).writeto(tmp_path / "empty_var.fits")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an empty image is named, not a warning of numpy's
+        with pytest.raises(InvalidInputError, match="no finite pixels"):
+            read_exposure(tmp_path / "empty.fits", variance=tmp_path / "empty_var.fits")
 
 
 def test_missing_and_unreadable_files(tmp_path):

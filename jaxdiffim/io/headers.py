@@ -190,7 +190,7 @@ def saturated_holes(image, holes):
     from scipy import ndimage  # only for images with holes
 
     none = np.zeros(holes.shape, bool)
-    if not holes.any():
+    if not holes.any() or holes.all():  # nothing to classify (no pixels at all: the caller says)
         return none
     good = image[~holes]
     sample = good[:: max(1, good.size // _RIM_SAMPLES)]
