@@ -94,3 +94,41 @@ def test_an_executable_from_jax_cache_is_not_stored(tmp_path):
         path.unlink()
     assert run() == first  # from JAX's cache: not stored
     assert run() == first
+
+
+def test_another_seeing_compiles_nothing():
+    """Two pairs of one shape whose PSFs differ in width and in stamp side (another night's
+    seeing) run the same prepare and subtraction programs: PSF-like arrays are zero-padded to
+    bucket sides, and every footprint that follows the seeing (source growth, the detector's
+    bad-pixel footprint, the saturation halo, the QA discs) is traced. Before, each seeing
+    compiled both again (about 30 s on 2 cores at 1024²)."""
+    import numpy as np
+    from utils import masked, scene_pair
+
+    from jaxdiffim.algorithms.alard_lupton import alard_lupton_subtract
+    from jaxdiffim.algorithms.config import SubtractionConfig
+    from jaxdiffim.algorithms.prepare import _prepare_arrays
+    from jaxdiffim.core.masks import bit
+    from jaxdiffim.core.pipeline import _subtract_and_decorrelate
+    from jaxdiffim.testing.synthetic import gaussian_stamp
+
+    config = SubtractionConfig(mode="convolveTemplate")
+    sizes = []
+    for t_sigma, s_sigma, side in ((1.6, 2.0, 25), (1.75, 2.25, 27)):
+        sci, tmpl = scene_pair(s_sigma, t_sigma, n_src=40)
+        science = masked(sci, crop=sci.border)
+        template = masked(tmpl, crop=tmpl.border)
+        sat = np.zeros(science.mask.shape, np.int32)
+        sat[100:103, 100:103] = bit("SAT")  # the halo is drawn
+        science = science._replace(mask=sat)
+        result = alard_lupton_subtract(
+            template,
+            science,
+            gaussian_stamp(side, t_sigma),
+            gaussian_stamp(side, s_sigma),
+            None,
+            config,
+        )
+        assert np.isfinite(np.asarray(result.difference.image)).any()
+        sizes.append((_prepare_arrays._cache_size(), _subtract_and_decorrelate._cache_size()))
+    assert sizes[1] == sizes[0]

@@ -447,6 +447,23 @@ def test_dilate_mask_even_window_is_reduce_windows(k):
     np.testing.assert_array_equal(np.asarray(dilate_mask(mask, k)), np.asarray(expected))
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32])
+def test_dilate_mask_with_a_traced_side(dtype):
+    """A traced side (one program for every seeing) gives the static side's window, odd and
+    even sides alike, up to the bound; 0 gives nothing, sides beyond the bound are clipped."""
+    rng = np.random.default_rng(15)
+    mask = np.where(rng.random((70, 61)) < 0.01, 1 << rng.integers(0, 7, (70, 61)), 0)
+    mask = jnp.asarray(mask, dtype)
+    traced = jax.jit(lambda m, k: convolve.dilate_mask(m, k, 63))
+    for k in (1, 2, 3, 6, 7, 8, 21, 32, 45, 63):
+        expected = np.asarray(dilate_mask(mask, k))
+        np.testing.assert_array_equal(np.asarray(traced(mask, np.int32(k))), expected)
+    assert not np.asarray(traced(mask, np.int32(0))).any()
+    clipped = np.asarray(traced(mask, np.int32(200)))
+    np.testing.assert_array_equal(clipped, np.asarray(dilate_mask(mask, 63)))
+    assert traced._cache_size() == 1
+
+
 # ---------------------------------------------------------------- 7. spatial_factors
 
 

@@ -65,10 +65,13 @@ def _score(prep, sources, config, mode):
             jnp.asarray(image_bbox(np.shape(prep.science.image))),
             config=kcfg,
         )
+    return scores, chosen  # on the device still: the other direction is set up meanwhile
+
+
+def _median_score(scores):
     scores = np.asarray(scores, float)
     scores = scores[np.isfinite(scores)]
-    score = float(np.median(scores)) if scores.size >= MIN_HELDOUT_SOURCES else np.nan
-    return score, chosen
+    return float(np.median(scores)) if scores.size >= MIN_HELDOUT_SOURCES else np.nan
 
 
 def best_mode(prep, sources, config):
@@ -92,13 +95,14 @@ def best_mode(prep, sources, config):
         :func:`~jaxdiffim.algorithms.kernel_sources.kernel_sources` for ``mode`` (None if its
         set-up failed).
     """
-    scores, selections = {}, {}
+    pending, selections = {}, {}
     for mode in MODE_CHOICES:
         try:
-            scores[mode], selections[mode] = _score(prep, sources, config, mode)
+            pending[mode], selections[mode] = _score(prep, sources, config, mode)
         except JaxDiffimError as err:
             log.info("mode=best: %s cannot be set up (%s)", mode, err)
-            scores[mode] = np.nan
+            pending[mode] = None
+    scores = {m: np.nan if v is None else _median_score(v) for m, v in pending.items()}
     mode = choose_convolution_mode(prep.template_size, prep.science_size)
     other = MODE_CHOICES[1 - MODE_CHOICES.index(mode)]
     if np.isfinite(scores[other]) and not scores[other] * (1.0 + MARGIN) >= scores[mode]:

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core import programs
+from ..core.convolve import pad_to_bucket
 from ..core.masks import DETECTION_EXCLUDE, bits
 from ..errors import InvalidInputError
 from .detection_maps import detection_maps_jit
@@ -285,19 +286,21 @@ def plan_detection(
     height, width = shape
     layout_y = sky_layout(height, background_bin)
     layout_x = sky_layout(width, background_bin)
+    # the PSF zero-padded to a bucket side and the footprints traced: another seeing compiles
+    # nothing
     arrays = (
-        np.asarray(psf, np.float32),
+        pad_to_bucket(np.asarray(psf, np.float32)),
         bits(exclude_planes),
         bits(saturated_planes),
         np.float32(sat_level),
         np.float32(0.5 * threshold),
         (layout_y[3:], layout_x[3:]),
+        np.array([footprint + 2, psf.shape[0]], np.int32),
     )
     static = dict(
         n_bins=(layout_y[0], layout_x[0]),
         size=(layout_y[1], layout_x[1]),
         stride=(layout_y[2], layout_x[2]),
-        bad_footprint=footprint + 2,
     )
     host = dict(
         threshold=threshold,

@@ -8,7 +8,7 @@ its cuts, see there) and, in the subtraction, inside the prepare program
 import jax
 import jax.numpy as jnp
 
-from ..core.convolve import dilate_mask, fft_correlate
+from ..core.convolve import dilate_mask, fft_correlate, window_bound
 from .sky import coarse_sky_grid, fine_sky_grid, interpolate
 
 __all__ = ["detection_maps_impl", "detection_maps_jit"]
@@ -29,19 +29,25 @@ def detection_maps_impl(
     saturation,
     low_threshold,
     interp,
+    sides,
     *,
     n_bins,
     size,
     stride,
-    bad_footprint,
 ):
     """Whole-image part of :func:`detect_sources` (jitted; see there for the method).
 
+    ``sides`` (int32, shape (2,), traced, so that another seeing compiles nothing) holds the
+    side of the bad-pixel footprint and that of the PSF itself (``psf`` may be zero-padded
+    beyond it); both at most :func:`~jaxdiffim.core.convolve.window_bound` of the padded PSF's
+    side.
+
     Returns the flux, flux-error and S/N maps (float32) and a uint8 map whose bit 0 marks local
-    S/N maxima >= ``low_threshold``, bit 1 excluded pixels within ``bad_footprint`` and bit 2
-    saturated pixels within the PSF footprint (``bad_footprint - 2`` pixels on a side).
+    S/N maxima >= ``low_threshold``, bit 1 excluded pixels within the bad-pixel footprint and
+    bit 2 saturated pixels within the PSF footprint (2 pixels narrower).
     """
-    k = psf.shape[0]
+    bad_footprint, k = sides[0], sides[1]
+    bound = window_bound(psf.shape[0] + 2)
     bad = ((mask & exclude_bits) != 0) | ~jnp.isfinite(image) | ~jnp.isfinite(variance)
     bad = bad | (variance < 0)
     sat = ((mask & sat_bits) != 0) | (image >= saturation)
@@ -63,7 +69,7 @@ def detection_maps_impl(
     sky = interpolate(grid, coarse_y, coarse_x)
     flux = fft_correlate(jnp.where(bad, 0.0, image - sky), psf) / sum_p2
     snr = jnp.where(defined, flux / sigma, 0.0)
-    ignore = ignore | (dilate_mask((snr > _SKY_MASK_SNR).astype(jnp.uint8), k) != 0)
+    ignore = ignore | (dilate_mask((snr > _SKY_MASK_SNR).astype(jnp.uint8), k, bound) != 0)
     residual = jnp.where(ignore, jnp.nan, image - sky)
     # the correction is bilinear between bin centres: its matched filter is the correction
     # itself (exact for a linear piece and a symmetric PSF), wherever the PSF footprint has
@@ -85,8 +91,8 @@ def detection_maps_impl(
             earlier = dy < 0 or (dy == 0 and dx < 0)
             peak = peak & ((snr > nb) if earlier else (snr >= nb))
 
-    near_bad = dilate_mask(bad.astype(jnp.uint8), bad_footprint) != 0
-    near_sat = dilate_mask(sat.astype(jnp.uint8), bad_footprint - 2) != 0
+    near_bad = dilate_mask(bad.astype(jnp.uint8), bad_footprint, bound) != 0
+    near_sat = dilate_mask(sat.astype(jnp.uint8), bad_footprint - 2, bound) != 0
     flags = (
         peak.astype(jnp.uint8)
         | (near_bad.astype(jnp.uint8) << 1)
@@ -95,6 +101,4 @@ def detection_maps_impl(
     return flux, sigma, snr, flags
 
 
-detection_maps_jit = jax.jit(
-    detection_maps_impl, static_argnames=("n_bins", "size", "stride", "bad_footprint")
-)
+detection_maps_jit = jax.jit(detection_maps_impl, static_argnames=("n_bins", "size", "stride"))

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core.background import binned_background
+from ..core.convolve import pad_to_bucket, window_bound
 from ..core.masks import bits
 from .scale_variance import DEFAULT_MASK_PLANES
 
@@ -54,11 +55,12 @@ def source_footprints(
         jnp.asarray(image, jnp.float32),
         jnp.asarray(variance, jnp.float32),
         jnp.asarray(mask, jnp.int32),
-        jnp.asarray(p, jnp.float32),
+        jnp.asarray(pad_to_bucket(p), jnp.float32),
         jnp.float32(threshold),
-        size,
+        np.int32(size),
         bool(flat),
         binning,
+        window_bound(size),
     )
     return np.asarray(hit) != 0
 
@@ -105,11 +107,13 @@ def _bin2(a):
     return a.reshape(a.shape[0] // 2, 2, a.shape[1] // 2, 2).sum(axis=(1, 3))
 
 
-@partial(jax.jit, static_argnames=("size", "flat", "binning"))
-def footprint_map(image, variance, mask, p, threshold, size, flat, binning=1):
+@partial(jax.jit, static_argnames=("flat", "binning", "bound"))
+def footprint_map(image, variance, mask, p, threshold, size, flat, binning=1, bound=None):
     """Jitted core of :func:`source_footprints`: a uint8 map, nonzero on footprints.
 
-    ``p``, ``size`` and ``binning`` are those of :func:`footprint_filter`.
+    ``p`` (zero-padded or not), ``size`` and ``binning`` are those of :func:`footprint_filter`;
+    ``size`` may be traced (another seeing then compiles nothing), at most ``bound`` (static,
+    default :func:`~jaxdiffim.core.convolve.window_bound` of nothing, 127).
     """
     from ..core.convolve import dilate_mask, fft_correlate
 
@@ -128,7 +132,7 @@ def footprint_map(image, variance, mask, p, threshold, size, flat, binning=1):
     snr = num / jnp.sqrt(jnp.maximum(den, 1e-30))
     hit = ((jnp.abs(snr) > threshold) & (den > 0)).astype(jnp.uint8)
     if binning == 1:
-        return dilate_mask(hit, size)
+        return dilate_mask(hit, size, bound)
     # grown on the binned grid by the odd side nearest to size / 2, then back to the pixels
-    hit = dilate_mask(hit, 2 * (size // 4) + 1)
+    hit = dilate_mask(hit, 2 * (size // 4) + 1, bound)
     return jnp.repeat(jnp.repeat(hit, 2, axis=0), 2, axis=1)[: image.shape[0], : image.shape[1]]

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..core import programs
 from ..core.background import source_free_sky
-from ..core.convolve import MaskedImage
+from ..core.convolve import MaskedImage, pad_to_bucket, window_bound
 from ..core.masks import bit, bits, integer_mask
 from ..errors import InvalidInputError, VarianceScalingError
 from .detection import detections_from_maps, plan_detection, unit_psf
@@ -114,6 +114,7 @@ def _prepare_arrays(
     template,
     science,
     psfs,
+    grows,
     limit,
     detection,
     *,
@@ -126,8 +127,10 @@ def _prepare_arrays(
 ):
     """Coverage, sky, ScaleVariance and the mask update of both images in one program.
 
-    ``psfs`` holds the unit-sum PSF of each image at its centre and ``footprints`` the side of
-    the footprint growth (0: the image keeps its mask for ScaleVariance). Returns the two
+    ``psfs`` holds the matched filter of each image's PSF at its centre
+    (:func:`~jaxdiffim.algorithms.footprints.footprint_filter`, zero-padded), ``grows`` the
+    side of its footprints' growth (traced) and ``footprints`` per image the filter's binning
+    and the growth's static bound (0: the image keeps its mask for ScaleVariance). Returns the two
     images, the coverage, and per image the sky mean, whether the sky is finite, and
     :func:`~jaxdiffim.algorithms.scale_variance.variance_statistics`.
     """
@@ -137,7 +140,7 @@ def _prepare_arrays(
     flagged = (t_flagged, s_flagged)
     coverage = coverage_fraction(template.mask, science.mask)
     images, skies, stats = [], [], []
-    for masked, psf, size in zip((template, science), psfs, footprints, strict=True):
+    for masked, psf, grow, size in zip((template, science), psfs, grows, footprints, strict=True):
         image, mask = masked.image, masked.mask
         sky_mean, sky_ok = jnp.float32(0.0), jnp.bool_(True)
         if sky_bin:
@@ -149,8 +152,9 @@ def _prepare_arrays(
         n, pixel, image_factor = jnp.int32(0), jnp.float32(1.0), jnp.float32(jnp.nan)
         if scale:
             if size:  # inputs without any detection plane get source footprints
-                grow, binning = size
-                hit = footprint_map(image, variance, mask, psf, 5.0, grow, flat, binning) != 0
+                binning, bound = size
+                hit = footprint_map(image, variance, mask, psf, 5.0, grow, flat, binning, bound)
+                hit = hit != 0
                 mask = jnp.where(hit, mask | bit("DETECTED"), mask)
             n, pixel, image_factor = variance_statistics(
                 image, variance, mask, ignored, limit, bin_size=DEFAULT_BIN_SIZE, flat=flat
@@ -195,7 +199,7 @@ def _footprint_psf(masked, psf):
     except Exception:  # noqa: BLE001 - no PSF at the centre: leave the mask as it is
         return None, 0
     p, size, binning = footprint_filter(image)
-    return np.asarray(p, np.float32), (size, binning)
+    return pad_to_bucket(np.asarray(p, np.float32)), (size, binning)
 
 
 def _named_factor(name, values, limit):
@@ -312,16 +316,19 @@ def prepare_inputs(
         strict=True,
     )
     limit = DEFAULT_LIMIT
+    # the footprints' growth traced (another seeing compiles nothing); their binning static
+    grows = np.array([size[0] if size else 0 for size in sizes], np.int32)
     template, science, coverage, skies, stats, maps, flagged = programs.call(
         _prepare_arrays,
         template,
         science,
         psfs,
+        grows,
         np.float32(limit),
         None if detection is None else detection.arrays,
         sky_bin=int(config.sky_bin_size) if config.subtract_sky else 0,
         scale=bool(config.do_scale_variance),
-        footprints=tuple(sizes),
+        footprints=tuple((size[1], window_bound(size[0])) if size else 0 for size in sizes),
         preserve=tuple(config.preserve_template_mask),
         rename=tuple(config.rename_template_mask),
         detect=None if detection is None else tuple(sorted(detection.static.items())),

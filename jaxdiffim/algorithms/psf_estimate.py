@@ -113,8 +113,8 @@ def central_region(shape, size=PSF_SEARCH_SIZE):
     )
 
 
-#: Odd probe sizes: a probe is padded to the next one, so that images of different seeing
-#: share the detector's compiled programs (each probe shape is one).
+#: Odd probe sizes: a probe extends to the next one (the detector then zero-pads it to the
+#: coarser :data:`~jaxdiffim.core.convolve.PSF_SIDES`, the program's shape).
 _PROBE_SIZES = (11, 15, 21, 27, 35, 45, 59, 77, 101)
 
 

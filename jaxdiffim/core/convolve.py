@@ -35,6 +35,10 @@ __all__ = [
     "spatial_factors",
     "term_kernels",
     "dilate_mask",
+    "window_bound",
+    "PSF_SIDES",
+    "bucket_side",
+    "pad_to_bucket",
     "flag_around",
     "edge_mask",
     "apply_kernel",
@@ -159,28 +163,77 @@ def term_kernels(basis, kernel_coefficients):
     return jnp.einsum("ik,ivu->kvu", kernel_coefficients, basis)
 
 
-#: Windows up to this side use XLA's ``reduce_window``; wider ones a doubling of shifted ORs.
-_DIRECT_WINDOW = 32
-
-
-def dilate_mask(mask, kernel_size):
+def dilate_mask(mask, kernel_size, max_size=None):
     """OR of every bit over the ``kernel_size`` square around each pixel (afw mask smearing).
 
     The window is that of ``reduce_window`` with ``"SAME"`` padding (zero beyond the image):
     ``(k - 1) // 2`` pixels before a pixel and ``k // 2`` after it, on each axis. Two separable
-    passes; a wide window (more than :data:`_DIRECT_WINDOW` pixels) takes ``log2 k + 1``
-    shifted ORs per axis (windows of 1, 2, 4, ... pixels, then two overlapping ones) instead of
-    XLA's CPU ``reduce_window``, whose time jumps for windows beyond about 36 pixels (at 4096²
-    on 2 cores: 0.05 s for ``k = 9``, 0.14 s for 35, 0.94 s for 39 and 1.3 s for 49, against
-    0.08-0.09 s with the shifts, which lost to ``reduce_window`` on small windows inside the
-    prepare program).
+    passes of ``log2 k + 1`` shifted ORs each (windows of 1, 2, 4, ... pixels, then two
+    overlapping ones) rather than XLA's CPU ``reduce_window``, which is 4-70x slower (jaxlib
+    0.10, 4096² on 2 cores: ``k = 21`` 0.66 s for uint8 and 0.55 s for int32 against 0.04 and
+    0.15 s; ``k = 49`` 2.8 and 2.5 s against 0.04 and 0.15 s).
+
+    ``kernel_size`` may be traced (a side that follows the seeing, so that another seeing
+    compiles nothing): the window is then the OR of the power-of-two windows of its binary
+    digits, placed one after another, with ``max_size`` (static, default
+    :func:`window_bound` of nothing: 127) the largest side it may take; larger sides are
+    clipped to it, and a side of 0 gives zeros.
     """
-    k = int(kernel_size)
-    if k <= _DIRECT_WINDOW:
-        zero = np.zeros((), mask.dtype)
-        rows = jax.lax.reduce_window(mask, zero, jax.lax.bitwise_or, (1, k), (1, 1), "SAME")
-        return jax.lax.reduce_window(rows, zero, jax.lax.bitwise_or, (k, 1), (1, 1), "SAME")
-    return _or_window(_or_window(mask, k, 1), k, 0)
+    if isinstance(kernel_size, (int, np.integer)):
+        k = int(kernel_size)
+        return _or_window(_or_window(mask, k, 1), k, 0)
+    bound = window_bound(0) if max_size is None else int(max_size)
+    k = jnp.clip(jnp.asarray(kernel_size, jnp.int32), 0, bound)
+    return _or_window_traced(_or_window_traced(mask, k, 1, bound), k, 0, bound)
+
+
+def window_bound(side):
+    """A static bound for a traced window side: ``2^b - 1 >= side`` with ``b >= 7``, so that
+    every side up to 127 shares one program."""
+    return (1 << max(7, int(side).bit_length())) - 1
+
+
+#: Odd sides that PSF-like arrays entering a compiled program are zero-padded to
+#: (:func:`pad_to_bucket`): each side is a program shape, and the seeing varies from image to
+#: image (a factor of two in seeing spans two or three buckets; steps of 1.5 at most, as a
+#: padded kernel costs FFT work); beyond the last, a side is its own.
+PSF_SIDES = (15, 23, 31, 47, 63, 95, 127, 191, 255)
+
+
+def bucket_side(side):
+    """The smallest of :data:`PSF_SIDES` at least ``side`` (``side`` itself beyond them)."""
+    return next((s for s in PSF_SIDES if s >= side), int(side))
+
+
+def pad_to_bucket(array):
+    """An odd square array zero-padded on every side to :func:`bucket_side` of its side (same
+    centre pixel; host-side NumPy)."""
+    array = np.asarray(array)
+    pad = (bucket_side(array.shape[0]) - array.shape[0]) // 2
+    return np.pad(array, pad) if pad else array
+
+
+def _or_window_traced(values, k, axis, bound):
+    """:func:`_or_window` for a traced side ``0 <= k <= bound``."""
+    n = values.shape[axis]
+    pad = [(0, 0)] * values.ndim
+    pad[axis] = (bound, bound)
+    level = jnp.pad(values, pad)  # level j: OR of 2^j pixels from each position on
+    zero = jnp.zeros((), values.dtype)
+    start = bound - (k - 1) // 2  # where the window of pixel 0 begins
+    out = jnp.zeros_like(values)
+    for j in range(bound.bit_length()):
+        width = 1 << j
+        # the higher set digits come first: the piece of 2^j pixels starts after them
+        offset = k - (k % (2 * width))
+        piece = jax.lax.dynamic_slice_in_dim(level, start + offset, n, axis)
+        out = out | jnp.where((k & width) != 0, piece, zero)
+        length = level.shape[axis] - width
+        if j + 1 < bound.bit_length():
+            level = jax.lax.slice_in_dim(level, 0, length, axis=axis) | jax.lax.slice_in_dim(
+                level, width, width + length, axis=axis
+            )
+    return out
 
 
 def _or_window(values, k, axis):
@@ -203,21 +256,27 @@ def _or_window(values, k, axis):
     return cut(window, 0, n) | cut(window, k - width, n)
 
 
-def flag_around(mask, sources, planes, side, flag):
+def flag_around(mask, sources, planes, side, flag, max_size=None):
     """``mask`` with ``flag`` (a bit) set on the ``side`` square around every pixel of ``sources``
-    (an int mask) that carries one of the bits ``planes``."""
-    hit = dilate_mask(((sources & planes) != 0).astype(jnp.uint8), side) != 0
+    (an int mask) that carries one of the bits ``planes`` (``side`` traced or not, see
+    :func:`dilate_mask`)."""
+    hit = dilate_mask(((sources & planes) != 0).astype(jnp.uint8), side, max_size) != 0
     return mask | jnp.where(hit, flag, 0).astype(mask.dtype)
 
 
 def edge_mask(shape, kernel_size):
-    """True on the ``kernel_size // 2`` border that a kernel cannot be fully applied to."""
+    """True on the ``kernel_size // 2`` border that a kernel cannot be fully applied to.
+
+    Broadcast from a row and a column inside the program: a whole-image NumPy mask became a
+    constant of the compiled program (16 MB of its 20 MB at 4096², which every process then
+    loaded).
+    """
     h = kernel_size // 2
     yy = np.arange(shape[0])
     xx = np.arange(shape[1])
     rows = (yy < h) | (yy >= shape[0] - h)
     cols = (xx < h) | (xx >= shape[1] - h)
-    return jnp.asarray(rows[:, None] | cols[None, :])
+    return jnp.asarray(rows)[:, None] | jnp.asarray(cols)[None, :]
 
 
 def apply_kernel(masked, kernels, bbox, order, kind, origin=(0.0, 0.0), tile=None, preserve_bits=0):

@@ -20,7 +20,7 @@ from . import programs
 from . import status as st
 from .afterburner import decorrelate_masked
 from .background import residual_sky
-from .convolve import MaskedImage, flag_around
+from .convolve import MaskedImage, flag_around, window_bound
 from .decorrelation import psf_filter as psf_filter_at
 from .fit import DEFAULT_CONFIG, KernelSolution, fit_kernel_jit, prepare_fit_arguments
 from .masks import SATURATED, bit, bits
@@ -198,7 +198,7 @@ class SubtractionArrays(NamedTuple):
         "decorrelation",
         "qa_square",
         "sky",
-        "halo",
+        "halo_bound",
     ),
 )
 def _subtract_and_decorrelate(
@@ -211,6 +211,7 @@ def _subtract_and_decorrelate(
     config,
     preconvolution,
     qa,
+    halo,
     *,
     mode,
     subtract_background,
@@ -218,7 +219,7 @@ def _subtract_and_decorrelate(
     decorrelation,
     qa_square,
     sky,
-    halo,
+    halo_bound,
 ):
     diff, solution = _subtract(
         template,
@@ -277,9 +278,9 @@ def _subtract_and_decorrelate(
         ).astype(dtype)
     image = difference.image
     mask = jnp.where(jnp.isfinite(image), difference.mask, difference.mask | bit("NO_DATA"))
-    if halo:  # the bright unsaturated ring around clipped cores: SUSPECT
+    if halo_bound:  # the bright unsaturated ring around clipped cores: SUSPECT
         clipped = template.mask | science.mask
-        mask = flag_around(mask, clipped, bits(SATURATED), halo, bit("SUSPECT"))
+        mask = flag_around(mask, clipped, bits(SATURATED), halo, bit("SUSPECT"), halo_bound)
     sky_mean = jnp.zeros((), dtype)
     if sky is not None:
         level = residual_sky(image, difference.variance, mask, unconvolved, *sky).astype(dtype)
@@ -364,7 +365,8 @@ def subtract_and_decorrelate(
         (:func:`jaxdiffim.core.background.source_free_sky`), after the decorrelation.
     halo : int
         Side of the square that grows the ``SAT`` and ``SAT_TEMPLATE`` pixels of both inputs
-        into ``SUSPECT`` (0: none).
+        into ``SUSPECT`` (0: none). It enters the program traced, as do the QA footprints'
+        radius (their square is bucketed), so that another seeing compiles nothing.
 
     Returns
     -------
@@ -396,7 +398,9 @@ def subtract_and_decorrelate(
             "the QA footprint radius must be a concrete number (it sets a static footprint "
             "size); the star table (x, y, valid) may be traced."
         )
-    square = max(1, int(np.ceil(float(radius))))
+    # the square's half-side bucketed (15, 31, 63, ...: a disc of 5 sigma up to FWHM 7 px in
+    # the first): another seeing compiles nothing (the disc itself is traced)
+    square = (1 << max(4, int(np.ceil(float(radius))).bit_length())) - 1
     qa = (
         jnp.asarray(x, jnp.float32),
         jnp.asarray(y, jnp.float32),
@@ -415,13 +419,14 @@ def subtract_and_decorrelate(
             config,
             preconvolution,
             qa,
+            np.int32(halo),
             mode=mode,
             subtract_background=bool(subtract_background),
             preserve_bits=int(preserve_bits),
             decorrelation=decorrelation,
             qa_square=square,
             sky=None if sky is None else (int(sky[0]), int(sky[1])),
-            halo=int(halo),
+            halo_bound=window_bound(halo) if halo else 0,
         )
     if out.matched_science is None:  # not returned by the program: no copy of the input
         out = out._replace(matched_science=reference)
