@@ -214,26 +214,33 @@ def pad_to_bucket(array):
 
 
 def _or_window_traced(values, k, axis, bound):
-    """:func:`_or_window` for a traced side ``0 <= k <= bound``."""
+    """:func:`_or_window` for a traced side ``0 <= k <= bound``: the two overlapping windows
+    of ``2^m`` pixels (``m = floor(log2 k)``) at traced offsets, in the branch of a
+    ``lax.switch`` over ``m`` (only that branch runs; a sum of every power-of-two piece, all
+    computed, took 40 % more time than the whole detector's static version at 1024²)."""
     n = values.shape[axis]
     pad = [(0, 0)] * values.ndim
     pad[axis] = (bound, bound)
-    level = jnp.pad(values, pad)  # level j: OR of 2^j pixels from each position on
-    zero = jnp.zeros((), values.dtype)
-    start = bound - (k - 1) // 2  # where the window of pixel 0 begins
-    out = jnp.zeros_like(values)
-    for j in range(bound.bit_length()):
-        width = 1 << j
-        # the higher set digits come first: the piece of 2^j pixels starts after them
-        offset = k - (k % (2 * width))
-        piece = jax.lax.dynamic_slice_in_dim(level, start + offset, n, axis)
-        out = out | jnp.where((k & width) != 0, piece, zero)
-        length = level.shape[axis] - width
-        if j + 1 < bound.bit_length():
-            level = jax.lax.slice_in_dim(level, 0, length, axis=axis) | jax.lax.slice_in_dim(
-                level, width, width + length, axis=axis
-            )
-    return out
+    padded = jnp.pad(values, pad)
+    start = bound - (k - 1) // 2  # where the window of pixel 0 begins in ``padded``
+
+    def branch(m):
+        def run(padded, start, k):
+            level, width = padded, 1
+            for _ in range(m):  # level[t]: OR of ``width`` pixels from t on
+                length = level.shape[axis] - width
+                level = jax.lax.slice_in_dim(level, 0, length, axis=axis) | jax.lax.slice_in_dim(
+                    level, width, width + length, axis=axis
+                )
+                width *= 2
+            first = jax.lax.dynamic_slice_in_dim(level, start, n, axis)
+            return first | jax.lax.dynamic_slice_in_dim(level, start + k - width, n, axis)
+
+        return run
+
+    m = 31 - jax.lax.clz(jnp.maximum(k, 1).astype(jnp.int32))
+    out = jax.lax.switch(m, [branch(j) for j in range(bound.bit_length())], padded, start, k)
+    return jnp.where(k > 0, out, jnp.zeros((), values.dtype))
 
 
 def _or_window(values, k, axis):
