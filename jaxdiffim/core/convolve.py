@@ -174,10 +174,9 @@ def dilate_mask(mask, kernel_size, max_size=None):
     0.15 s; ``k = 49`` 2.8 and 2.5 s against 0.04 and 0.15 s).
 
     ``kernel_size`` may be traced (a side that follows the seeing, so that another seeing
-    compiles nothing): the window is then the OR of the power-of-two windows of its binary
-    digits, placed one after another, with ``max_size`` (static, default
-    :func:`window_bound` of nothing: 127) the largest side it may take; larger sides are
-    clipped to it, and a side of 0 gives zeros.
+    compiles nothing): the same two overlapping power-of-two windows, at traced offsets, with
+    ``max_size`` (static, default :func:`window_bound` of nothing: 127) the largest side it
+    may take; larger sides are clipped to it, and a side of 0 gives zeros.
     """
     if isinstance(kernel_size, (int, np.integer)):
         k = int(kernel_size)
@@ -187,10 +186,10 @@ def dilate_mask(mask, kernel_size, max_size=None):
     return _or_window_traced(_or_window_traced(mask, k, 1, bound), k, 0, bound)
 
 
-def window_bound(side):
-    """A static bound for a traced window side: ``2^b - 1 >= side`` with ``b >= 7``, so that
-    every side up to 127 shares one program."""
-    return (1 << max(7, int(side).bit_length())) - 1
+def window_bound(side, min_bits=7):
+    """A static bound for a traced size: ``2^b - 1 >= side`` with ``b >= min_bits``, so that
+    every size up to ``2^min_bits - 1`` (127) shares one program."""
+    return (1 << max(min_bits, int(side).bit_length())) - 1
 
 
 #: Odd sides that PSF-like arrays entering a compiled program are zero-padded to

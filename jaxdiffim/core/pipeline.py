@@ -400,7 +400,7 @@ def subtract_and_decorrelate(
         )
     # the square's half-side bucketed (15, 31, 63, ...: a disc of 5 sigma up to FWHM 7 px in
     # the first): another seeing compiles nothing (the disc itself is traced)
-    square = (1 << max(4, int(np.ceil(float(radius))).bit_length())) - 1
+    square = window_bound(int(np.ceil(float(radius))), min_bits=4)
     qa = (
         jnp.asarray(x, jnp.float32),
         jnp.asarray(y, jnp.float32),
