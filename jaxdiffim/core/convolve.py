@@ -214,31 +214,32 @@ def pad_to_bucket(array):
 
 def _or_window_traced(values, k, axis, bound):
     """:func:`_or_window` for a traced side ``0 <= k <= bound``: the two overlapping windows
-    of ``2^m`` pixels (``m = floor(log2 k)``) at traced offsets, in the branch of a
-    ``lax.switch`` over ``m`` (only that branch runs; a sum of every power-of-two piece, all
-    computed, took 40 % more time than the whole detector's static version at 1024²)."""
+    of ``2^m`` pixels (``m = floor(log2 k)``) at traced offsets.
+
+    Branch-free: every level of ORs (windows of 1, 2, 4, ... pixels) is computed with static
+    slices and level ``m`` selected; no ``lax.switch`` is compiled (a switch over ``m`` ran only
+    its branch, but compiling it crashed XLA's CPU compiler once in a long test run: a null
+    function pointer in a compile thread). Shifts by a traced width instead of the selection
+    were 10x slower (unfused dynamic slices), and so was a sum of every power-of-two piece.
+    """
     n = values.shape[axis]
     pad = [(0, 0)] * values.ndim
-    pad[axis] = (bound, bound)
-    padded = jnp.pad(values, pad)
-    start = bound - (k - 1) // 2  # where the window of pixel 0 begins in ``padded``
-
-    def branch(m):
-        def run(padded, start, k):
-            level, width = padded, 1
-            for _ in range(m):  # level[t]: OR of ``width`` pixels from t on
-                length = level.shape[axis] - width
-                level = jax.lax.slice_in_dim(level, 0, length, axis=axis) | jax.lax.slice_in_dim(
-                    level, width, width + length, axis=axis
-                )
-                width *= 2
-            first = jax.lax.dynamic_slice_in_dim(level, start, n, axis)
-            return first | jax.lax.dynamic_slice_in_dim(level, start + k - width, n, axis)
-
-        return run
-
+    pad[axis] = (bound, bound)  # the window of pixel 0 may begin ``bound`` before it
+    level = jnp.pad(values, pad)
+    length = level.shape[axis] - (bound + 1) // 2  # what every level keeps (static)
     m = 31 - jax.lax.clz(jnp.maximum(k, 1).astype(jnp.int32))
-    out = jax.lax.switch(m, [branch(j) for j in range(bound.bit_length())], padded, start, k)
+    chosen = jax.lax.slice_in_dim(level, 0, length, axis=axis)
+    width = 1  # level[t]: OR of ``width`` pixels from t on
+    for j in range(1, int(bound).bit_length()):
+        size = level.shape[axis] - width
+        level = jax.lax.slice_in_dim(level, 0, size, axis=axis) | jax.lax.slice_in_dim(
+            level, width, width + size, axis=axis
+        )
+        width *= 2
+        chosen = jnp.where(m == j, jax.lax.slice_in_dim(level, 0, length, axis=axis), chosen)
+    start = bound - (k - 1) // 2  # where the window of pixel 0 begins in ``chosen``
+    first = jax.lax.dynamic_slice_in_dim(chosen, start, n, axis)
+    out = first | jax.lax.dynamic_slice_in_dim(chosen, start + k - (1 << m), n, axis)
     return jnp.where(k > 0, out, jnp.zeros((), values.dtype))
 
 
