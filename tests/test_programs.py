@@ -26,12 +26,14 @@ def store(tmp_path):
     programs._LOADED.clear()
 
 
-def _args():
+def _args(rows=8):
+    """Arguments of ``rows`` x 9 pixels: each test its own shape, so that no test finds its
+    program in the JAX cache this run shares (an executable from it is never stored)."""
     rng = np.random.default_rng(1)
     masked = MaskedImage(
-        jnp.asarray(rng.normal(size=(8, 9)), jnp.float32),
-        jnp.ones((8, 9), jnp.float32),
-        jnp.zeros((8, 9), jnp.int32),
+        jnp.asarray(rng.normal(size=(rows, 9)), jnp.float32),
+        jnp.ones((rows, 9), jnp.float32),
+        jnp.zeros((rows, 9), jnp.int32),
     )
     return masked, jnp.float32(1.5)
 
@@ -53,11 +55,11 @@ def test_stored_program_gives_the_jitted_result(store):
 
 
 def test_a_corrupt_file_is_a_miss(store):
-    programs.call(_program, *_args(), power=2)
+    programs.call(_program, *_args(7), power=2)
     (path,) = store.iterdir()
     path.write_bytes(b"not a program")
     programs._LOADED.clear()
-    _same(programs.call(_program, *_args(), power=2), _program(*_args(), power=2))
+    _same(programs.call(_program, *_args(7), power=2), _program(*_args(7), power=2))
 
 
 def test_off_and_under_tracing_call_the_function(store):
@@ -67,3 +69,18 @@ def test_off_and_under_tracing_call_the_function(store):
     assert not os.listdir(store)  # traced arguments never touch the store
     programs.set_store(None)
     _same(programs.call(_program, masked, scale, power=2), _program(masked, scale, power=2))
+
+
+def test_compiled_programs_are_dropped_near_the_map_limit(monkeypatch):
+    """Past a share of Linux's ``vm.max_map_count`` the compiled programs are dropped (XLA
+    segfaults at the limit); below it nothing is."""
+    used, limit = programs._map_counts()  # this process's, read from /proc (Linux)
+    assert 0 < used < limit
+    f = jax.jit(lambda x: x * 3.0)
+    f(jnp.ones(4))
+    monkeypatch.setattr(programs, "_map_counts", lambda: (400, 1000))
+    assert not programs.release_near_map_limit()
+    assert f._cache_size() == 1
+    monkeypatch.setattr(programs, "_map_counts", lambda: (700, 1000))
+    assert programs.release_near_map_limit()
+    assert f._cache_size() == 0

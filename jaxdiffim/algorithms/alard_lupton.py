@@ -42,6 +42,7 @@ import time
 import jax
 import numpy as np
 
+from ..core import programs
 from ..core import status as st
 from ..core.afterburner import Decorrelation
 from ..core.basis import FWHM_PER_SIGMA
@@ -170,6 +171,7 @@ def _subtract(template, science, template_psf, science_psf, sources, config, cal
             "subtraction from kernel sources to the decorrelated difference) or subtract_images."
         )
     config = SubtractionConfig() if config is None else config
+    programs.release_near_map_limit()  # a long-lived process: before XLA runs out of mappings
     prep = prepare_inputs(
         template, science, template_psf, science_psf, config, calibrations, sources is None
     )

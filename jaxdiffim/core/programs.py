@@ -40,7 +40,7 @@ import threading
 import jax
 from jax.experimental.serialize_executable import deserialize_and_load, serialize
 
-__all__ = ["call", "set_store", "store"]
+__all__ = ["MAP_SHARE", "call", "release_near_map_limit", "set_store", "store"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,53 @@ def _count_cache_hits(event, **_):
 
 
 jax.monitoring.register_event_listener(_count_cache_hits)
+
+
+#: Share of Linux's ``vm.max_map_count`` at which :func:`release_near_map_limit` drops the
+#: compiled programs.
+MAP_SHARE = 0.5
+
+
+def _map_counts():
+    """This process's memory mappings and Linux's limit on them; ``None`` off Linux."""
+    try:
+        with open("/proc/sys/vm/max_map_count") as handle:
+            limit = int(handle.read())
+        with open("/proc/self/maps", "rb") as handle:
+            used = sum(1 for _ in handle)
+    except (OSError, ValueError):
+        return None
+    return used, limit
+
+
+def release_near_map_limit(share=MAP_SHARE):
+    """Drop every compiled program of this process (``jax.clear_caches``, and the loaded ones
+    here) once its memory mappings pass ``share`` of Linux's ``vm.max_map_count`` (65530 by
+    default).
+
+    Each XLA:CPU executable keeps mappings for its kernels' machine code (about 2000 for one
+    subtraction's programs, jaxlib 0.10) and never gives them back while it is cached; at the
+    limit LLVM cannot allocate and XLA jumps to a null function pointer (a segfault). A process
+    that subtracts pairs of many shapes or configurations crossed it after about 30. Dropped
+    programs are compiled again when needed (or loaded from the persistent cache). Call it
+    between jobs, never inside a traced function.
+
+    Returns
+    -------
+    bool
+        Whether the programs were dropped.
+    """
+    counts = _map_counts()
+    if counts is None or counts[0] < share * counts[1]:
+        return False
+    log.info(
+        "%d of %d memory mappings in use: dropping the compiled programs (they are compiled "
+        "or loaded again when needed).",
+        *counts,
+    )
+    jax.clear_caches()
+    _LOADED.clear()
+    return True
 
 
 def set_store(folder):
