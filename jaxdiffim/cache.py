@@ -10,11 +10,11 @@ the cache, a later process on images of the same shapes loads them from disk ins
 and caches every program (no minimum compile time or size); its ``programs`` sub-folder keeps
 the traced programs themselves (:mod:`jaxdiffim.core.programs`), so that a later process does
 not even trace them. It leaves the settings of a cache directory the user configured in JAX
-alone (a local one gets the ``programs`` sub-folder), and does nothing once this process has
-compiled without a cache (JAX fixes the cache at its first compilation): call it before any JAX
-work. The ``jaxdiffim`` command calls it first thing; ``AlardLuptonSubtractTask`` and the other
-Tasks call it when constructed. Library users of the functional API call it themselves if they
-want it.
+alone (a local one gets the ``programs`` sub-folder, unless ``$JAXDIFFIM_CACHE_DIR`` is off),
+and does nothing once this process has compiled without a cache (JAX fixes the cache at its
+first compilation): call it before any JAX work. The ``jaxdiffim`` command calls it first
+thing; ``AlardLuptonSubtractTask`` and the other Tasks call it when constructed. Library users
+of the functional API call it themselves if they want it.
 """
 
 import logging
@@ -56,6 +56,9 @@ def enable_compilation_cache():
         that cannot be created is logged and skipped: caching is an optimisation, never an
         error).
     """
+    value = os.environ.get(CACHE_ENV)
+    if value is not None and value.strip().lower() in _OFF:
+        return None  # off: no store, and JAX's own settings left as they are
     configured = jax.config.jax_compilation_cache_dir
     if configured:
         if "://" not in configured:  # a local folder: the traced programs go next to it

@@ -27,9 +27,16 @@ print("RESULT", code, text.count("Cache miss for key"), text.count("Cache hit fo
 """
 
 
+def environment(cache):
+    """This process's environment with the cache folder ``cache`` and none from JAX's settings
+    (the test run shares one JAX cache between its processes: tests/conftest.py)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    return dict(env, **{CACHE_ENV: str(cache)})
+
+
 def run_cli(tmp_path, cache, output):
     argv = ["subtract", decam_path("18b"), decam_path("04b"), "-o", str(output)]
-    env = dict(os.environ, **{CACHE_ENV: str(cache)})
+    env = environment(cache)
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT, *argv], capture_output=True, text=True, env=env
     )
@@ -59,6 +66,20 @@ def test_cache_folder_from_the_environment(monkeypatch, tmp_path):
     assert cache_dir() == os.path.join(str(tmp_path), "jaxdiffim", "xla")
 
 
+def test_off_leaves_jax_cache_and_keeps_the_store_off(monkeypatch):
+    """``JAXDIFFIM_CACHE_DIR=off`` turns the program store off even where JAX has a cache
+    folder of its own (this run has one: tests/conftest.py), and leaves JAX's settings alone."""
+    import jax
+
+    from jaxdiffim.cache import enable_compilation_cache
+    from jaxdiffim.core import programs
+
+    monkeypatch.setenv(CACHE_ENV, "off")
+    folder = jax.config.jax_compilation_cache_dir
+    assert enable_compilation_cache() is None
+    assert programs.store() is None and jax.config.jax_compilation_cache_dir == folder
+
+
 #: A program through the store, in a process of its own (prints its result).
 PROGRAM = """
 import jax, jax.numpy as jnp, numpy as np
@@ -80,7 +101,7 @@ def test_an_executable_from_jax_cache_is_not_stored(tmp_path):
     the executable JAX loads from its cache is not stored: serialised again it lacks its code
     on a CPU, and the next process failed with "Function broadcast_multiply_fusion not
     found"."""
-    env = dict(os.environ, **{CACHE_ENV: str(tmp_path / "xla")})
+    env = environment(tmp_path / "xla")
 
     def run():
         proc = subprocess.run(
