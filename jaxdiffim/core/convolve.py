@@ -217,10 +217,10 @@ def _or_window_traced(values, k, axis, bound):
     of ``2^m`` pixels (``m = floor(log2 k)``) at traced offsets.
 
     Branch-free: every level of ORs (windows of 1, 2, 4, ... pixels) is computed with static
-    slices and level ``m`` selected; no ``lax.switch`` is compiled (a switch over ``m`` ran only
-    its branch, but compiling it crashed XLA's CPU compiler once in a long test run: a null
-    function pointer in a compile thread). Shifts by a traced width instead of the selection
-    were 10x slower (unfused dynamic slices), and so was a sum of every power-of-two piece.
+    slices and level ``m`` selected. A ``lax.switch`` over ``m`` ran only its branch but
+    compiled kernels for every branch (4096², 2 cores: 17-27 ms against 31 ms here; 1024²
+    the same). Shifts by a traced width instead of the selection were 10x slower (unfused
+    dynamic slices), and so was a sum of every power-of-two piece.
     """
     n = values.shape[axis]
     pad = [(0, 0)] * values.ndim
