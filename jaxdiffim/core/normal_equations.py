@@ -14,6 +14,7 @@ separable and costs two 1-D passes; ``T_aug = blockdiag(T, 1)`` maps it to the r
 ``T_augᵀ a``.
 """
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -119,10 +120,14 @@ def stamp_normal_equations(design, target, weight, fit_background):
     M : Array, shape (N, n + 1, n + 1)
     b : Array, shape (N, n + 1)
     """
-    w = weight[:, None, :] if weight.ndim == 2 else weight[:, None, None]
-    wc = design * w
-    m = jnp.einsum("nip,njp->nij", wc, design)
-    b = jnp.einsum("nip,np->ni", wc, target)
+    per_pixel = jnp.broadcast_to(weight[:, None] if weight.ndim == 1 else weight, target.shape)
+
+    def one(stamp):  # one stamp's plain matrix products, stamp after stamp: XLA's CPU batched
+        c, y, w = stamp  # dot of all at once was 2.4-5x slower (float64, 1024 stamps of 28 x
+        wc = c * w  # 529: 0.38-0.53 s against 0.10-0.16 s on 2 cores; the same numbers)
+        return wc @ c.T, wc @ y
+
+    m, b = jax.lax.map(one, (design, target, per_pixel))
     if not fit_background:
         n = m.shape[-1] - 1
         m = m.at[:, n, :].set(0.0).at[:, :, n].set(0.0).at[:, n, n].set(1.0)
