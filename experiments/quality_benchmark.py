@@ -125,13 +125,16 @@ def write_pair(scene, folder):
     return paths
 
 
-def run_cli(scene, folder):
-    """``jaxdiffim subtract`` on the pair written as FITS files, with no options; its scores."""
+def run_cli(scene, folder, overrides=None):
+    """``jaxdiffim subtract`` on the pair written as FITS files, with no options (or the
+    ``overrides`` as ``-c NAME=VALUE``); its scores."""
     paths = write_pair(scene, folder)
+    levers = [f"-c{name}={value!r}" for name, value in (overrides or {}).items()]
     out = os.path.join(folder, "cli.fits")
     facts = {}
     for options in ([], ["-c", "raise_on_bad_subtraction_ratio=False"]):
-        argv = ["subtract", *paths, "-o", out, "--overwrite", "--json", out + ".json", *options]
+        argv = ["subtract", *paths, "-o", out, "--overwrite", "--json", out + ".json", *levers]
+        argv += options
         errors = io.StringIO()
         t0 = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(errors):
@@ -224,7 +227,7 @@ def main(argv=None):
                 methods = {"truth": lambda sc=scene: run_truth(sc)}
                 for mode in args.modes:
                     if mode == "cli":
-                        methods[mode] = lambda sc=scene: run_cli(sc, folder)
+                        methods[mode] = lambda sc=scene: run_cli(sc, folder, overrides)
                     else:
                         methods[mode] = lambda sc=scene, m=mode: run_jaxdiffim(sc, m, overrides)
                 if args.sfft_python:

@@ -384,3 +384,37 @@ def test_detection_bad_input(change, match):
     image, variance, mask, psf = (args.pop(k) for k in ("image", "variance", "mask", "psf"))
     with pytest.raises(InvalidInputError, match=match):
         detect_sources(image, variance, mask, psf, **args)
+
+
+def test_detection_shape_test_follows_a_varying_psf():
+    """Stars whose Gaussian sigma runs from 1.5 px (left) to 4.5 px (right) fail the shape test
+    against the central PSF (sigma 3) at both ends; against the PSF at their own position
+    (``psf_at``) every one is kept, and a 4 px blend is still rejected."""
+    size = 256
+    rng = np.random.default_rng(3)
+    xs = np.linspace(30, size - 30, 7)
+    x, y = np.repeat(xs, 3), np.tile([60.0, 128.0, 196.0], xs.size)
+    x, y = x + rng.uniform(-0.5, 0.5, x.size), y + rng.uniform(-0.5, 0.5, y.size)
+
+    def sigma_at(px):
+        return 1.5 + 3.0 * px / (size - 1)
+
+    image = plant_stars((size, size), x, y, np.full(x.size, 2e4), sigma_at(x), 41)
+    blend = plant_stars((size, size), [125.0, 130.0], [20.0, 20.0], [1e4, 1e4], 3.0, 41)
+    rng_noise = rng.normal(size=image.shape)
+    image = (image + blend + rng_noise).astype(np.float32)
+    variance = np.ones(image.shape, np.float32)
+    psf = gaussian_stamp(41, 3.0)
+    central = detect_sources(image, variance, None, psf, isolation_radius=8.0)
+    missed = _match(central, x, y) < 0
+    assert missed[:3].all() and missed[-3:].all()  # the sharpest and broadest stars
+    local = detect_sources(
+        image,
+        variance,
+        None,
+        psf,
+        isolation_radius=8.0,
+        psf_at=lambda px, py: gaussian_stamp(41, sigma_at(px)),
+    )
+    assert np.all(_match(local, x, y) >= 0)
+    assert local.x.size == x.size  # the blend is not among them

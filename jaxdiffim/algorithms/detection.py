@@ -19,7 +19,7 @@ from ..core.convolve import pad_to_bucket
 from ..core.masks import DETECTION_EXCLUDE, bits
 from ..errors import InvalidInputError
 from .detection_maps import detection_maps_jit
-from .peaks import gather_3x3, psf_reference, refine_peaks
+from .peaks import curvature_field, gather_3x3, local_curvature, psf_reference, refine_peaks
 from .psf_shape import psf_fwhm
 from .sky import sky_layout
 from .sources import _check_int, _crowded
@@ -119,6 +119,7 @@ def detect_sources(
     max_sources=None,
     background_bin=64,
     reject_blends=True,
+    psf_at=None,
 ):
     """Detect isolated, unsaturated point sources for kernel fitting (no catalogue needed).
 
@@ -188,6 +189,11 @@ def detect_sources(
         Sky bin size in pixels (>= 8).
     reject_blends : bool
         Apply the shape test.
+    psf_at : callable, optional
+        ``psf_at(x, y)`` -> the PSF image at column ``x``, row ``y`` (any sum), for an image
+        whose PSF varies: the shape test then compares each peak with the filter's response
+        to the PSF at its position (on a 5 x 5 grid of nodes, interpolated) instead of to
+        ``psf``; the filter stays ``psf``.
 
     Returns
     -------
@@ -213,6 +219,7 @@ def detect_sources(
         max_sources=max_sources,
         background_bin=background_bin,
         reject_blends=reject_blends,
+        psf_at=None if psf_at is None else lambda x, y: unit_psf(psf_at(x, y)),
     )
     maps = programs.call(detection_maps_jit, image, variance, mask, *plan.arrays, **plan.static)
     return detections_from_maps(maps, plan)
@@ -253,10 +260,14 @@ def plan_detection(
     max_sources=None,
     background_bin=64,
     reject_blends=True,
+    psf_at=None,
 ):
     """Validate the settings of :func:`detect_sources` for an image of ``shape`` (host side).
 
-    ``psf`` must be validated and normalised already (odd, square, unit sum).
+    ``psf`` must be validated and normalised already (odd, square, unit sum). ``psf_at``
+    (optional, ``psf_at(x, y)`` -> the unit-sum PSF image there) makes the shape test compare
+    each peak with the filter's response to the PSF at its own position
+    (:func:`~jaxdiffim.algorithms.peaks.curvature_field`) instead of to ``psf`` itself.
 
     Returns
     -------
@@ -302,11 +313,15 @@ def plan_detection(
         size=(layout_y[1], layout_x[1]),
         stride=(layout_y[2], layout_x[2]),
     )
+    field = None
+    if psf_at is not None and curvature is not None:
+        field = curvature_field(psf, psf_at, shape, curvature)
     host = dict(
         threshold=threshold,
         edge=edge,
         radius=radius,
         curvature=curvature,
+        curvature_field=field,
         noise=noise,
         reject_blends=bool(reject_blends),
         max_sources=max_sources,
@@ -352,9 +367,10 @@ def detections_from_maps(maps, plan):
     values = np.asarray(values, np.float64)[:n]
     err = np.asarray(err, np.float64)[:n]
     snr_pix = np.asarray(snr_pix, np.float64)[:n]
-    dx, dy, flux, shape_ok = refine_peaks(
-        values, snr_pix, plan.host["curvature"], plan.host["noise"]
-    )
+    curvature = plan.host["curvature"]
+    if plan.host.get("curvature_field") is not None:
+        curvature = local_curvature(plan.host["curvature_field"], px, py)
+    dx, dy, flux, shape_ok = refine_peaks(values, snr_pix, curvature, plan.host["noise"])
     x = px + dx
     y = py + dy
 

@@ -11,7 +11,14 @@ import numpy as np
 
 from ..core.basis import FWHM_PER_SIGMA
 
-__all__ = ["gather_3x3", "log_hessian", "psf_reference", "refine_peaks"]
+__all__ = [
+    "curvature_field",
+    "gather_3x3",
+    "local_curvature",
+    "log_hessian",
+    "psf_reference",
+    "refine_peaks",
+]
 
 #: Shape test: minimum tolerance on the curvature ratio, and its width in noise sigmas.
 _SHAPE_MIN_TOLERANCE = 0.3
@@ -64,18 +71,11 @@ def psf_reference(psf):
     second = 0.5 * (ixx + iyy)
     fwhm = FWHM_PER_SIGMA * np.sqrt(second) if second > 0 else k / 2.0
 
+    curvature = _response_curvature(psf, psf)
+    if curvature is None:
+        return fwhm, None, np.inf
+    axx, ayy, axy = curvature
     padded = np.pad(psf, 1)
-    lags = np.empty((3, 3))
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            shifted = padded[1 + dy : 1 + dy + k, 1 + dx : 1 + dx + k]
-            lags[dy + 1, dx + 1] = np.sum(psf * shifted)
-    if np.any(lags <= 0):
-        return fwhm, None, np.inf
-    (_, _), (axx, ayy, axy) = log_hessian(np.log(lags / lags[1, 1])[None])
-    axx, ayy, axy = float(axx[0]), float(ayy[0]), float(axy[0])
-    if not (axx > 0 and axx * ayy - axy * axy > 0):
-        return fwhm, None, np.inf
     sum_p2 = np.sum(psf * psf)
     d2x = padded[1:-1, 2:] - 2.0 * psf + padded[1:-1, :-2]
     d2y = padded[2:, 1:-1] - 2.0 * psf + padded[:-2, 1:-1]
@@ -83,6 +83,93 @@ def psf_reference(psf):
         np.sqrt(np.sum(d2x * d2x) / sum_p2) / axx, np.sqrt(np.sum(d2y * d2y) / sum_p2) / ayy
     )
     return fwhm, (axx, ayy, axy), float(noise)
+
+
+def _response_curvature(filter_psf, psf):
+    """Negated Hessian ``(axx, ayy, axy)`` of ``log R`` at zero lag, ``R`` the matched filter
+    ``filter_psf``'s noiseless response to a star of PSF ``psf`` (odd square stamps, centred);
+    None when ``R`` has no proper peak there."""
+    k = min(filter_psf.shape[0], psf.shape[0])
+    crop = [(a.shape[0] - k) // 2 for a in (filter_psf, psf)]
+    f = filter_psf[crop[0] : crop[0] + k, crop[0] : crop[0] + k]
+    p = np.pad(psf[crop[1] : crop[1] + k, crop[1] : crop[1] + k], 1)
+    lags = np.empty((3, 3))
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            lags[dy + 1, dx + 1] = np.sum(f * p[1 + dy : 1 + dy + k, 1 + dx : 1 + dx + k])
+    if np.any(lags <= 0):
+        return None
+    (_, _), (axx, ayy, axy) = log_hessian(np.log(lags / lags[1, 1])[None])
+    axx, ayy, axy = float(axx[0]), float(ayy[0]), float(axy[0])
+    if not (axx > 0 and axx * ayy - axy * axy > 0):
+        return None
+    return axx, ayy, axy
+
+
+#: Nodes per axis of :func:`curvature_field`.
+FIELD_NODES = 5
+
+
+def curvature_field(filter_psf, psf_at, shape, fallback, nodes=FIELD_NODES):
+    """The shape test's reference curvature across an image whose PSF varies.
+
+    A star is compared with the filter's response to the PSF *at its position*: with one
+    reference (the central PSF's), the stars where the PSF is broader or more elongated fail the
+    test, and in a field whose FWHM varies by 50 % those were most of the bright stars (which
+    then got no kernel fit and left residuals).
+
+    Parameters
+    ----------
+    filter_psf : ndarray, shape (k, k)
+        The matched filter (unit sum).
+    psf_at : callable
+        ``psf_at(x, y)`` -> the unit-sum PSF image at column ``x``, row ``y``.
+    shape : tuple of 2 ints
+        ``(H, W)`` of the image.
+    fallback : tuple of 3 floats
+        Curvature used at a node whose response has no proper peak.
+    nodes : int
+        Nodes per axis, at the centres of ``nodes``² equal cells.
+
+    Returns
+    -------
+    tuple
+        ``(node_x (nodes,), node_y (nodes,), curvature (3, nodes, nodes))`` for
+        :func:`local_curvature`.
+    """
+    h, w = shape
+    node_x = (np.arange(nodes) + 0.5) * w / nodes - 0.5
+    node_y = (np.arange(nodes) + 0.5) * h / nodes - 0.5
+    grid = np.empty((3, nodes, nodes))
+    for i, y in enumerate(node_y):
+        for j, x in enumerate(node_x):
+            found = _response_curvature(filter_psf, np.asarray(psf_at(x, y), np.float64))
+            grid[:, i, j] = fallback if found is None else found
+    return node_x, node_y, grid
+
+
+def local_curvature(field, x, y):
+    """Bilinear interpolation of a :func:`curvature_field` at ``(x, y)`` (shape (n,) each),
+    constant beyond the outer nodes; returns ``(axx, ayy, axy)``, shape (n,) each."""
+    node_x, node_y, grid = field
+
+    def weights(nodes, v):
+        if nodes.size == 1:
+            return np.zeros(v.shape, int), np.zeros(v.shape)
+        lower = np.clip(np.searchsorted(nodes, v) - 1, 0, nodes.size - 2)
+        t = np.clip((v - nodes[lower]) / (nodes[lower + 1] - nodes[lower]), 0.0, 1.0)
+        return lower, t
+
+    iy, ty = weights(node_y, np.asarray(y, float))
+    ix, tx = weights(node_x, np.asarray(x, float))
+    iy1, ix1 = np.minimum(iy + 1, node_y.size - 1), np.minimum(ix + 1, node_x.size - 1)
+    out = (
+        grid[:, iy, ix] * (1 - ty) * (1 - tx)
+        + grid[:, iy, ix1] * (1 - ty) * tx
+        + grid[:, iy1, ix] * ty * (1 - tx)
+        + grid[:, iy1, ix1] * ty * tx
+    )
+    return out[0], out[1], out[2]
 
 
 def refine_peaks(values, snr_pix, curvature, noise):

@@ -253,11 +253,15 @@ def _report_flagged(flagged, metrics):
 
 
 def detection_plan(shape, science_psf, config):
-    """The built-in detector's plan for the science image: its PSF at the centre, the config's
-    ``detection_threshold``."""
+    """The built-in detector's plan for the science image: its PSF at the centre as the filter,
+    the config's ``detection_threshold``, and a PSF that varies (a callable) as the shape
+    test's reference across the image."""
     h, w = shape
     psf = unit_psf(evaluate_psf(science_psf, (w - 1) / 2.0, (h - 1) / 2.0))
-    return plan_detection(shape, psf, threshold=config.detection_threshold)
+    psf_at = None
+    if callable(science_psf):  # a PSF that varies: each peak's shape against its own PSF
+        psf_at = lambda x, y: unit_psf(evaluate_psf(science_psf, x, y))  # noqa: E731
+    return plan_detection(shape, psf, threshold=config.detection_threshold, psf_at=psf_at)
 
 
 def prepare_inputs(
