@@ -418,3 +418,21 @@ def test_detection_shape_test_follows_a_varying_psf():
     )
     assert np.all(_match(local, x, y) >= 0)
     assert local.x.size == x.size  # the blend is not among them
+
+
+def test_detection_extended_keeps_galaxies_and_rejects_sharp_peaks():
+    """``extended`` (the kernel sources' setting) keeps a galaxy that the default shape test
+    rejects; a cosmic ray (one hot pixel, sharper than the PSF) is rejected either way."""
+    size = 200
+    star, galaxy, ray = (50.3, 60.6), (140.2, 60.4), (100.0, 150.0)
+    image = plant_stars((size, size), [star[0]], [star[1]], [2e4], 2.0, 41)
+    image += plant_stars((size, size), [galaxy[0]], [galaxy[1]], [6e4], 5.0, 61)
+    image[int(ray[1]), int(ray[0])] += 3000.0
+    image = (image + np.random.default_rng(1).normal(size=image.shape)).astype(np.float32)
+    variance = np.ones(image.shape, np.float32)
+    psf = gaussian_stamp(31, 2.0)
+    for extended, expected in ((False, [True, False, False]), (True, [True, True, False])):
+        found = detect_sources(image, variance, None, psf, extended=extended)
+        hits = [_match(found, *xy, radius=2.0)[0] >= 0 for xy in (star, galaxy, ray)]
+        assert hits == expected, (extended, hits)
+        assert found.x.size == sum(expected)

@@ -120,6 +120,7 @@ def detect_sources(
     background_bin=64,
     reject_blends=True,
     psf_at=None,
+    extended=False,
 ):
     """Detect isolated, unsaturated point sources for kernel fitting (no catalogue needed).
 
@@ -153,7 +154,7 @@ def detect_sources(
        PSF stamp); closer than ``edge`` pixels to the border (and always the
        outermost pixel); another peak within ``isolation_radius`` unless it is more than 100x
        fainter in flux; and, if ``reject_blends``, a 3x3 curvature of ``log F`` that does not
-       match the PSF's own (see below).
+       match the PSF's own (see below; with ``extended``, only one sharper than the PSF's).
 
     Two stars closer than about twice the PSF sigma merge into a single peak of the matched
     filter, so the isolation test alone cannot see them. The shape test catches them: a blend
@@ -194,6 +195,9 @@ def detect_sources(
         whose PSF varies: the shape test then compares each peak with the filter's response
         to the PSF at its position (on a 5 x 5 grid of nodes, interpolated) instead of to
         ``psf``; the filter stays ``psf``.
+    extended : bool
+        Keep sources broader than the PSF (galaxies, blends): with ``reject_blends``, the shape
+        test then rejects only peaks sharper than the PSF (cosmic rays, hot pixels).
 
     Returns
     -------
@@ -220,6 +224,7 @@ def detect_sources(
         background_bin=background_bin,
         reject_blends=reject_blends,
         psf_at=None if psf_at is None else lambda x, y: unit_psf(psf_at(x, y)),
+        extended=extended,
     )
     maps = programs.call(detection_maps_jit, image, variance, mask, *plan.arrays, **plan.static)
     return detections_from_maps(maps, plan)
@@ -261,6 +266,7 @@ def plan_detection(
     background_bin=64,
     reject_blends=True,
     psf_at=None,
+    extended=False,
 ):
     """Validate the settings of :func:`detect_sources` for an image of ``shape`` (host side).
 
@@ -324,6 +330,7 @@ def plan_detection(
         curvature_field=field,
         noise=noise,
         reject_blends=bool(reject_blends),
+        extended=bool(extended),
         max_sources=max_sources,
     )
     return DetectionPlan(arrays, static, host)
@@ -370,7 +377,9 @@ def detections_from_maps(maps, plan):
     curvature = plan.host["curvature"]
     if plan.host.get("curvature_field") is not None:
         curvature = local_curvature(plan.host["curvature_field"], px, py)
-    dx, dy, flux, shape_ok = refine_peaks(values, snr_pix, curvature, plan.host["noise"])
+    dx, dy, flux, shape_ok = refine_peaks(
+        values, snr_pix, curvature, plan.host["noise"], plan.host["extended"]
+    )
     x = px + dx
     y = py + dy
 

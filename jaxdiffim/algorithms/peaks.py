@@ -172,7 +172,7 @@ def local_curvature(field, x, y):
     return out[0], out[1], out[2]
 
 
-def refine_peaks(values, snr_pix, curvature, noise):
+def refine_peaks(values, snr_pix, curvature, noise, extended=False):
     """Sub-pixel offset, peak flux and shape verdict from 3x3 flux neighbourhoods.
 
     A quadratic is fitted to ``log F`` (exact for a Gaussian PSF, whose matched-filter response
@@ -180,7 +180,9 @@ def refine_peaks(values, snr_pix, curvature, noise):
     judged. The shape test compares the fitted curvature ``B`` with the PSF's ``A`` through the
     generalised eigenvalues of ``(B, A)``: 1 for a point source, < 1 for a blend or an extended
     source, > 1 for something sharper than the PSF (cosmic ray). They must lie within
-    ``1 ± max(0.3, 5 noise / snr)``.
+    ``1 ± max(0.3, 5 noise / snr)``; with ``extended``, only the upper bound is applied (a
+    peak is rejected only when it is judged sharper than the PSF). ``curvature`` holds three
+    floats, or three arrays of shape (n,) (the PSF's at each peak).
     """
     positive = np.all(values > 0, axis=(1, 2))
     work = np.where(positive[:, None, None], np.log(np.where(values > 0, values, 1.0)), values)
@@ -207,5 +209,9 @@ def refine_peaks(values, snr_pix, curvature, noise):
         with np.errstate(divide="ignore", invalid="ignore"):
             tol = np.maximum(_SHAPE_MIN_TOLERANCE, _SHAPE_N_SIGMA * noise / snr_pix)
         judged = positive & definite
-        shape_ok = ~positive | (judged & (lam_lo >= 1.0 - tol) & (lam_hi <= 1.0 + tol))
+        sharp_ok = lam_hi <= 1.0 + tol
+        if extended:
+            shape_ok = ~judged | sharp_ok
+        else:
+            shape_ok = ~positive | (judged & (lam_lo >= 1.0 - tol) & sharp_ok)
     return dx, dy, flux, shape_ok
