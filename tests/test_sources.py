@@ -419,6 +419,13 @@ def test_detection_shape_test_follows_a_varying_psf():
     assert np.all(_match(local, x, y) >= 0)
     assert local.x.size == x.size  # the blend is not among them
 
+    def broken_right(px, py):  # no usable PSF image on the right: the central reference there
+        return gaussian_stamp(41, sigma_at(px)) * (np.nan if px > 150 else 1.0)
+
+    partial = detect_sources(image, variance, None, psf, isolation_radius=8.0, psf_at=broken_right)
+    missed = _match(partial, x, y) < 0
+    assert not missed[:3].any() and missed[-3:].all()
+
 
 def test_detection_extended_keeps_galaxies_and_rejects_sharp_peaks():
     """``extended`` (the kernel sources' setting) keeps a galaxy that the default shape test

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..core.basis import FWHM_PER_SIGMA
+from ..errors import InvalidInputError
 
 __all__ = [
     "curvature_field",
@@ -127,7 +128,8 @@ def curvature_field(filter_psf, psf_at, shape, fallback, nodes=FIELD_NODES):
     shape : tuple of 2 ints
         ``(H, W)`` of the image.
     fallback : tuple of 3 floats
-        Curvature used at a node whose response has no proper peak.
+        Curvature used at a node whose response has no proper peak, or whose PSF image
+        ``psf_at`` rejects with :class:`~jaxdiffim.errors.InvalidInputError`.
     nodes : int
         Nodes per axis, at the centres of ``nodes``² equal cells.
 
@@ -143,7 +145,10 @@ def curvature_field(filter_psf, psf_at, shape, fallback, nodes=FIELD_NODES):
     grid = np.empty((3, nodes, nodes))
     for i, y in enumerate(node_y):
         for j, x in enumerate(node_x):
-            found = _response_curvature(filter_psf, np.asarray(psf_at(x, y), np.float64))
+            try:
+                found = _response_curvature(filter_psf, np.asarray(psf_at(x, y), np.float64))
+            except InvalidInputError:  # no usable PSF image there: the central reference
+                found = None
             grid[:, i, j] = fallback if found is None else found
     return node_x, node_y, grid
 
