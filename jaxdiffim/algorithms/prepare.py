@@ -267,11 +267,16 @@ def detection_plan(shape, science_psf, config):
     """
     h, w = shape
     psf = unit_psf(evaluate_psf(science_psf, (w - 1) / 2.0, (h - 1) / 2.0))
-    psf_at = None
-    if callable(science_psf):  # a PSF that varies: each peak's shape against its own PSF
-        psf_at = lambda x, y: unit_psf(evaluate_psf(science_psf, x, y))  # noqa: E731
+
+    def psf_at(x, y):  # a PSF that varies: each peak's shape against its own PSF
+        return unit_psf(evaluate_psf(science_psf, x, y))
+
     return plan_detection(
-        shape, psf, threshold=config.detection_threshold, psf_at=psf_at, extended=True
+        shape,
+        psf,
+        threshold=config.detection_threshold,
+        psf_at=psf_at if callable(science_psf) else None,
+        extended=True,
     )
 
 
