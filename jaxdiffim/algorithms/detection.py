@@ -375,7 +375,7 @@ def detections_from_maps(maps, plan):
     err = np.asarray(err, np.float64)[:n]
     snr_pix = np.asarray(snr_pix, np.float64)[:n]
     curvature = plan.host["curvature"]
-    if plan.host.get("curvature_field") is not None:
+    if plan.host["curvature_field"] is not None:
         curvature = local_curvature(plan.host["curvature_field"], px, py)
     dx, dy, flux, shape_ok = refine_peaks(
         values, snr_pix, curvature, plan.host["noise"], plan.host["extended"]

@@ -156,25 +156,18 @@ def curvature_field(filter_psf, psf_at, shape, fallback, nodes=FIELD_NODES):
 def local_curvature(field, x, y):
     """Bilinear interpolation of a :func:`curvature_field` at ``(x, y)`` (shape (n,) each),
     constant beyond the outer nodes; returns ``(axx, ayy, axy)``, shape (n,) each."""
+    from scipy.interpolate import RegularGridInterpolator  # only where a PSF varies
+
     node_x, node_y, grid = field
-
-    def weights(nodes, v):
-        if nodes.size == 1:
-            return np.zeros(v.shape, int), np.zeros(v.shape)
-        lower = np.clip(np.searchsorted(nodes, v) - 1, 0, nodes.size - 2)
-        t = np.clip((v - nodes[lower]) / (nodes[lower + 1] - nodes[lower]), 0.0, 1.0)
-        return lower, t
-
-    iy, ty = weights(node_y, np.asarray(y, float))
-    ix, tx = weights(node_x, np.asarray(x, float))
-    iy1, ix1 = np.minimum(iy + 1, node_y.size - 1), np.minimum(ix + 1, node_x.size - 1)
-    out = (
-        grid[:, iy, ix] * (1 - ty) * (1 - tx)
-        + grid[:, iy, ix1] * (1 - ty) * tx
-        + grid[:, iy1, ix] * ty * (1 - tx)
-        + grid[:, iy1, ix1] * ty * tx
+    points = np.stack(
+        [
+            np.clip(np.asarray(y, float), node_y[0], node_y[-1]),
+            np.clip(np.asarray(x, float), node_x[0], node_x[-1]),
+        ],
+        axis=-1,
     )
-    return out[0], out[1], out[2]
+    out = RegularGridInterpolator((node_y, node_x), np.moveaxis(grid, 0, -1))(points)
+    return out[..., 0], out[..., 1], out[..., 2]
 
 
 def refine_peaks(values, snr_pix, curvature, noise, extended=False):
