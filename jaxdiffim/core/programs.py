@@ -22,7 +22,10 @@ so is one that JAX loaded from its own persistent cache (serialised again, an ex
 on a CPU lacks its functions: "Function slice_convert_fusion not found" at its first call in
 the next process). The price: after an edit or upgrade of jaxdiffim that leaves a program's
 HLO as it was, JAX's cache keeps answering for it and the store stays without it (such a
-process lowers it and loads it from JAX's cache, about 0.1 s more a program).
+process traces, lowers and loads it from JAX's cache: measured 2026-12-01, a warm 1024² job took
+15.7 s against 8.6 s with both caches rebuilt; emptying the cache folder once restores it).
+Turning JAX's cache off for the store's own compiles does not help: JAX decides once per
+process whether its cache is used.
 The files are pickles of executables (machine code): like JAX's own cache folder, the folder
 must be the user's.
 """
