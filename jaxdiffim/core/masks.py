@@ -16,6 +16,7 @@ __all__ = [
     "RENAME_TEMPLATE",
     "DETECTION_EXCLUDE",
     "SMEARED_TO_SUSPECT",
+    "FILL_BEFORE_DECORRELATION",
     "SATURATED",
     "DIFFERENCE_SKY_IGNORE",
     "bit",
@@ -64,6 +65,11 @@ DETECTION_EXCLUDE = ("NO_DATA", "BAD", "EDGE")
 #: Preserved (unsmeared) planes of a convolved image whose kernel footprints get ``SUSPECT``:
 #: the kernel spreads their bad values, or a saturated star's clipped core, into a ring.
 SMEARED_TO_SUSPECT = ("NO_DATA", "BAD", "SAT", "EDGE", "SAT_TEMPLATE")
+#: Filled before decorrelation as well as ``badMaskPlanes``: ``SUSPECT`` holds what the kernel
+#: spread from preserved bad pixels (:data:`SMEARED_TO_SUSPECT`), garbage that the decorrelation
+#: filter would carry past the flag (a bad template column left stripes of ±50σ on either side
+#: in a score image, whose filter is broad).
+FILL_BEFORE_DECORRELATION = ("SUSPECT",)
 #: Clipped cores of either input, whose bright unclipped ring gets ``SUSPECT`` in the difference.
 SATURATED = ("SAT", "SAT_TEMPLATE")
 #: Pixels left out of the difference's residual sky: sources, flagged and suspect pixels.
