@@ -1,6 +1,7 @@
 """The store of traced programs (jaxdiffim.core.programs): same results, safe fallbacks."""
 
 import functools
+import json
 import os
 
 import jax
@@ -52,6 +53,34 @@ def test_stored_program_gives_the_jitted_result(store):
     _same(programs.call(_program, *_args(), power=2), want)
     programs.call(_program, *_args(), power=3)  # another static setting: another program
     assert len(os.listdir(store)) == 2
+
+
+def test_a_job_loads_its_programs_in_the_background(store, monkeypatch):
+    args = _args(6)
+    want = _program(*args, power=2)
+    with programs.job("pair"):
+        programs.call(_program, *args, power=2)
+    (key,) = json.loads((store / "jobs" / "pair.json").read_text())
+    assert (store / f"{key}.program").exists()
+    loads = []
+    real = programs._load
+    monkeypatch.setattr(programs, "_load", lambda path: loads.append(path) or real(path))
+    programs._LOADED.clear()  # as a new process
+    with programs.job("pair"):
+        assert list(programs._PENDING) == [key]  # loading from the start of the job
+        _same(programs.call(_program, *args, power=2), want)
+        assert not programs._PENDING
+    assert len(loads) == 1  # in the background, not again by call
+    programs._LOADED.clear()
+    with pytest.raises(ZeroDivisionError), programs.job("pair"):
+        programs.call(_program, *args, power=3)
+        raise ZeroDivisionError  # a failed job keeps the list of the last good one
+    assert json.loads((store / "jobs" / "pair.json").read_text()) == [key]
+    programs._LOADED.clear()
+    programs._PENDING.clear()
+    with programs.job("another"):  # nothing listed: nothing loaded
+        assert not programs._PENDING
+    programs._PENDING.clear()
 
 
 def test_a_corrupt_file_is_a_miss(store):

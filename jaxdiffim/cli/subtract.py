@@ -12,15 +12,18 @@ Rubin pipeline keep their sky). Every policy (spatial
 orders, singular systems, QA) is the algorithm's.
 """
 
+import hashlib
 import json
 import logging
 import os
 import time
 
 import numpy as np
+from astropy.io import fits
 
 from ..algorithms.config import FILE_DEFAULTS, SubtractionConfig, apply_overrides
 from ..algorithms.psf_grid import estimate_psf_grid
+from ..core import programs
 from ..errors import InvalidInputError, OutputExistsError
 from ..image import GridImagePsf, ImagePsf, read_sources
 from ..io import read_exposure, read_psf, write_exposure
@@ -189,6 +192,57 @@ def subtract_files(
             raise OutputExistsError(f"{os.fspath(path)!r} exists; pass --overwrite to replace it.")
         if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             raise InvalidInputError(f"The folder of {os.fspath(path)!r} does not exist.")
+    name = _job_name((template_path, science_path), config, score, sources is not None)
+    with programs.job(name):  # the stored programs load while the files are read
+        return _subtract_files(
+            template_path,
+            science_path,
+            output,
+            config,
+            score,
+            overwrite,
+            sources,
+            (template_psf, science_psf),
+            (template_planes, science_planes),
+            summary_path,
+            t0,
+        )
+
+
+def _job_name(paths, config, score, catalogue):
+    """What identifies the job's programs: the images' shapes (from the headers), the output,
+    whether a catalogue is given and the configuration."""
+    parts = ["score" if score else "difference", "catalogue" if catalogue else "detect"]
+    for path in paths:
+        shape = "unknown"
+        try:
+            with fits.open(path) as hdul:  # headers only
+                shape = next(
+                    f"{h.header['NAXIS2']}x{h.header['NAXIS1']}"
+                    for h in hdul
+                    if h.header.get("NAXIS") == 2
+                )
+        except Exception:  # noqa: BLE001 - reading the file proper reports what is wrong
+            pass
+        parts.append(shape)
+    parts.append(hashlib.sha256(repr(config).encode()).hexdigest()[:12])
+    return "-".join(parts)
+
+
+def _subtract_files(
+    template_path,
+    science_path,
+    output,
+    config,
+    score,
+    overwrite,
+    sources,
+    psfs,
+    planes,
+    summary_path,
+    t0,
+):
+    (template_psf, science_psf), (template_planes, science_planes) = psfs, planes
     template = read_exposure(template_path, **(template_planes or {}))
     science = read_exposure(science_path, **(science_planes or {}))
     log.info(

@@ -28,10 +28,19 @@ Turning JAX's cache off for the store's own compiles does not help: JAX decides 
 process whether its cache is used.
 The files are pickles of executables (machine code): like JAX's own cache folder, the folder
 must be the user's.
+
+Loading overlaps the job: :func:`job` records which programs a named job (the command line
+names it by the images' shapes and the configuration) called, and the next run of that job
+starts loading them in two background threads while the main thread reads the files and
+estimates the PSFs (measured 2026-12-02 on a 2-core VM: a warm 1024² command took 7.3 s
+against 7.8 s loading each program when first called).
 """
 
+import concurrent.futures
+import contextlib
 import functools
 import hashlib
+import json
 import logging
 import os
 import pathlib
@@ -43,12 +52,16 @@ import threading
 import jax
 from jax.experimental.serialize_executable import deserialize_and_load, serialize
 
-__all__ = ["MAP_SHARE", "call", "release_near_map_limit", "set_store", "store"]
+__all__ = ["MAP_SHARE", "call", "job", "release_near_map_limit", "set_store", "store"]
 
 log = logging.getLogger(__name__)
 
 _STATE = {"folder": None}
 _LOADED = {}
+_PENDING = {}  # key -> Future of a background load (see job)
+_JOB = {"used": None}  # keys called in the current job, in order
+#: Threads that load a job's programs in the background.
+LOAD_THREADS = 2
 _HITS = threading.local()  # hits of JAX's persistent compilation cache, per thread
 
 
@@ -108,6 +121,9 @@ def release_near_map_limit(share=MAP_SHARE):
     )
     jax.clear_caches()
     _LOADED.clear()
+    for future in _PENDING.values():
+        future.cancel()
+    _PENDING.clear()
     return True
 
 
@@ -120,6 +136,81 @@ def set_store(folder):
             log.warning("Program store disabled: cannot create %s (%s).", folder, err)
             folder = None
     _STATE["folder"] = folder
+
+
+@functools.cache
+def _loader():
+    return concurrent.futures.ThreadPoolExecutor(LOAD_THREADS, thread_name_prefix="jaxdiffim-load")
+
+
+def _manifest(name):
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return os.path.join(_STATE["folder"], "jobs", safe + ".json")
+
+
+@contextlib.contextmanager
+def job(name):
+    """Load in the background the programs the last run of job ``name`` called; record those
+    this run calls.
+
+    On entering, the stored executables listed for ``name`` start loading in
+    :data:`LOAD_THREADS` threads (XLA's deserialisation, 0.1-0.6 s a program, runs beside the
+    caller's host work), and :func:`call` waits for a program still loading instead of loading
+    it again. On leaving without an error, the programs called in between are listed for the
+    next run. Nothing happens while the store is off; jobs do not nest (an inner one is
+    ignored).
+
+    Parameters
+    ----------
+    name : str
+        What identifies a job's programs: the same name should mean the same array shapes and
+        static settings (a wrong list only costs loads in the background).
+    """
+    if _STATE["folder"] is None or _JOB["used"] is not None:
+        yield
+        return
+    path = _manifest(name)
+    try:
+        with open(path) as handle:
+            listed = [str(k) for k in json.load(handle)]
+    except (OSError, ValueError, TypeError):
+        listed = []
+    if listed and _lapack_ready():
+        for key in listed:
+            file = os.path.join(_STATE["folder"], key + ".program")
+            if key not in _LOADED and key not in _PENDING and os.path.exists(file):
+                _PENDING[key] = _loader().submit(_load, file)
+    _JOB["used"] = []
+    try:
+        yield
+        used = list(dict.fromkeys(_JOB["used"]))
+        if used != listed:
+            _write_manifest(path, used)
+    finally:
+        _JOB["used"] = None
+        for key, future in list(_PENDING.items()):  # not called by this run
+            if future.cancel():
+                del _PENDING[key]
+            elif future.done():
+                program = _PENDING.pop(key).result()
+                if program is not None:
+                    _LOADED[key] = program
+
+
+def _write_manifest(path, keys):
+    tmp = None
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".job-")
+        with os.fdopen(fd, "w") as handle:
+            json.dump(keys, handle)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as err:  # caching is an optimisation, never an error
+        log.debug("Could not write the job list %s (%s).", path, err)
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def store():
@@ -257,7 +348,11 @@ def call(jitted, *args, **static):
     if folder is None or any(isinstance(x, jax.core.Tracer) for x in leaves):
         return jitted(*args, **static)
     key = _key(jitted, leaves, tree, static)
+    if _JOB["used"] is not None:
+        _JOB["used"].append(key)
     program = _LOADED.get(key)
+    if program is None and key in _PENDING:
+        program = _PENDING.pop(key).result()  # loading in the background (see job)
     if program is None:
         path = os.path.join(folder, key + ".program")
         program = _load(path) if os.path.exists(path) else None
