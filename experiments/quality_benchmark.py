@@ -2,8 +2,10 @@
 
 Simulates hard pairs (:mod:`jaxdiffim.testing.scenes`: elliptical Moffat PSFs varying across the
 field, saturated stars with bleed trails, galaxies, sky gradients, bad columns, a NO_DATA wedge,
-transients and variables), subtracts them and scores each difference against the truth
-(:mod:`jaxdiffim.testing.scoring`):
+transients and variables; ``--bright-variables N`` adds N stars of S/N > 500 per scene that vary
+by 3-8 %), subtracts them and scores each difference against the truth
+(:mod:`jaxdiffim.testing.scoring`; ``variable_flux_ratio``: the variables' measured over true
+change):
 
 * ``truth``: the noise-only difference (science noise + transients + variability), the floor;
 * ``convolveTemplate``, ``convolveScience``, ``auto``, ``best``: :func:`alard_lupton_subtract`
@@ -23,7 +25,8 @@ transients and variables), subtracts them and scores each difference against the
 
 Prints JSON: per scene and method the median over seeds of every score, and every run.
 Usage: ``OPENBLAS_NUM_THREADS=1 python experiments/quality_benchmark.py [--size 1024]
-[--seeds 0 1 2] [--scenes moderate strong sharp equal] [--sfft-python PY]``.
+[--seeds 0 1 2] [--scenes moderate strong sharp equal] [--bright-variables N]
+[--set NAME VALUE] [--sfft-python PY]``.
 """
 
 import argparse
@@ -212,6 +215,12 @@ def main(argv=None):
         metavar=("NAME", "VALUE"),
         help="a SubtractionConfig override (a lever), e.g. --set kernel.spatial_kernel_order 2",
     )
+    parser.add_argument(
+        "--bright-variables",
+        type=int,
+        default=0,
+        help="add this many bright (S/N > 500) stars per scene that vary by 3-8 %%",
+    )
     parser.add_argument("--sfft-python", help="interpreter of an environment with sfft and sep")
     args = parser.parse_args(argv)
     overrides = {name: json.loads(value) for name, value in args.set}
@@ -219,7 +228,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as folder:
         for kind in args.scenes:
             for seed in args.seeds:
-                scene = simulate_scene(kind, seed, args.size)
+                scene = simulate_scene(kind, seed, args.size, args.bright_variables)
                 truth = scene.truth
                 truth["input_mask"] = np.asarray(scene.template.mask.array) | np.asarray(
                     scene.science.mask.array
@@ -247,6 +256,8 @@ def main(argv=None):
         "constant_beyond_5sigma",
         "transient_flux_bias",
         "completeness",
+        "variable_flux_ratio",
+        "variable_flux_ratio_min",
         "usable_fraction",
         "qa_ratio_mean",
         "n_kernel_sources",

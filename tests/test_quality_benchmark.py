@@ -58,6 +58,26 @@ def test_psf_filter_is_the_response_of_the_decorrelation_to_a_point():
     assert filt.sum() == pytest.approx(1.0, abs=1e-5)
 
 
+def test_the_scorer_reads_the_variables_changes():
+    """On the truth difference the variables (bright ones included) read their true change; a
+    difference that absorbed a bright variable's change (a kernel fitted to it) reads 0."""
+    scene = simulate_scene("moderate", 3, 512, bright_variables=2)  # both bright ones measured
+    truth = scene.truth
+    truth["input_mask"] = scene.template.mask.array | scene.science.mask.array
+    psf = scene.science.psf_callable()
+    scores = score_difference(truth["truth_difference"], truth, psf, 1.0)
+    assert scores["variable_flux_ratio"] == pytest.approx(1.0, abs=0.05)
+    assert scores["variable_flux_ratio_min"] > 0.8
+    x, y, change = truth["variables"]
+    absorbed = np.array(truth["truth_difference"], float)
+    star = np.asarray(psf(x[-1], y[-1]), float)  # the last variable is a bright one
+    h = star.shape[0] // 2
+    ix, iy = int(round(x[-1])), int(round(y[-1]))
+    absorbed[iy - h : iy + h + 1, ix - h : ix + h + 1] -= change[-1] * star
+    worst = score_difference(absorbed, truth, psf, 1.0)["variable_flux_ratio_min"]
+    assert abs(worst) < 0.2
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "kind, seed, mode, expected, fp_max, bias_max, constant_max",

@@ -11,7 +11,10 @@ codes (``experiments/quality_benchmark.py`` scores them with :mod:`jaxdiffim.tes
 * a science flux scale of 0.93-1.15, un-subtracted sky with a gradient (and curvature in the
   ``strong`` scene), Poisson + read noise (the template four times deeper);
 * bad columns (``BAD``) in both images, a ``NO_DATA`` wedge (NaN pixels) in the template;
-* transients (point sources in the science image only, S/N 5-40) and variable stars.
+* transients (point sources in the science image only, S/N 5-40) and variable stars that
+  change by 20-50 %; optionally (``bright_variables``) bright unsaturated ones as well
+  (3-8·10⁵ counts, S/N above ip_diffim's kernel-source limit of 500) that change by 3-8 %:
+  a kernel fitted to them absorbs part of the change, and a flux-ratio cut barely sees it.
 
 Scene kinds (:data:`SCENES`): ``moderate``, ``strong`` (strong PSF variation and sky
 gradient), ``sharp`` (science sharper than the template) and ``equal`` (near-equal seeing).
@@ -200,8 +203,11 @@ def _saturate(image, mask):
         mask[lo:hi, col] |= bit("SAT")
 
 
-def simulate_scene(kind="moderate", seed=0, size=1024):
+def simulate_scene(kind="moderate", seed=0, size=1024, bright_variables=0):
     """Draw one pair of ``kind`` (a key of :data:`SCENES`) of ``size`` × ``size`` pixels.
+
+    ``bright_variables`` more stars of 3-8·10⁵ counts change by 3-8 % (appended to the stars and
+    the variables, from a generator of their own: every other draw is the same without them).
 
     Returns
     -------
@@ -231,6 +237,14 @@ def simulate_scene(kind="moderate", seed=0, size=1024):
     n_var = max(4, n * n // 100000)
     var_idx = rng.choice(np.nonzero((sflux > 1e3) & (sflux < 1e5))[0], n_var, replace=False)
     change = rng.choice([-1.0, 1.0], n_var) * rng.uniform(0.2, 0.5, n_var) * sflux[var_idx] * scale
+    bright = np.random.default_rng([seed, size, list(SCENES).index(kind), 1])
+    n_bright = int(bright_variables)
+    bx, by = bright.uniform(margin, n - margin, (2, n_bright))
+    bflux = bright.uniform(3e5, 8e5, n_bright)
+    bchange = bright.choice([-1.0, 1.0], n_bright) * bright.uniform(0.03, 0.08, n_bright)
+    var_idx = np.concatenate([var_idx, n_star + np.arange(n_bright)])
+    change = np.concatenate([change, bchange * bflux * scale])
+    sx, sy, sflux = np.append(sx, bx), np.append(sy, by), np.append(sflux, bflux)
 
     yy, xx = np.mgrid[0:n, 0:n] / n
     t_sky = 900.0 + gradient * (0.6 * xx - 0.4 * yy)

@@ -19,6 +19,9 @@ and ``tests/test_quality_benchmark.py`` use it), the same way for every method:
   the transients with true S/N >= 10 (the **flux bias**, which needs the right PSF of the
   difference), and the
   **completeness**: the fraction of transients with true S/N >= 7 detected.
+* **variable stars**: PSF-fit flux over the true change of those whose change has S/N >= 10,
+  the median and the lowest (``variable_flux_ratio``, ``variable_flux_ratio_min``; a variable
+  that became a kernel source reads near 0).
 """
 
 import numpy as np
@@ -155,6 +158,10 @@ def score_difference(difference, truth, psf_at, units, variance=None, mask=None)
     bias = (
         float(np.sum(tf[strong] * w) / np.sum(expected[strong] * w) - 1.0) if strong.any() else None
     )
+    vf, ve = _psf_fit(d, weight, psf_at, vx, vy)
+    v_expected = truth["variables"][2] * units
+    measured = np.isfinite(vf) & (np.abs(v_expected) / ve >= 10.0)
+    v_ratio = vf[measured] / v_expected[measured]
     hit = np.zeros(tx.size, bool)
     if px.size:
         hit = np.hypot(tx[:, None] - px[None], ty[:, None] - py[None]).min(axis=1) <= _MATCH
@@ -171,4 +178,6 @@ def score_difference(difference, truth, psf_at, units, variance=None, mask=None)
         "n_constant_stars": int(np.isfinite(chi).sum()),
         "transient_flux_bias": bias,
         "completeness": completeness,
+        "variable_flux_ratio": float(np.median(v_ratio)) if v_ratio.size else None,
+        "variable_flux_ratio_min": float(v_ratio.min()) if v_ratio.size else None,
     }
