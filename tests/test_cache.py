@@ -1,6 +1,7 @@
 """The persistent caches: a second ``jaxdiffim subtract`` process compiles nothing, and traces
 none of the stored programs (:mod:`jaxdiffim.core.programs`)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -52,6 +53,9 @@ def test_second_process_compiles_nothing(tmp_path):
     misses, hits, traced = run_cli(tmp_path, cache, tmp_path / "a.fits")
     assert misses >= 5 and os.listdir(cache)  # a cold cache: every program compiled, stored
     assert traced >= 3 and len(os.listdir(cache / PROGRAMS)) >= 3
+    (job,) = (cache / PROGRAMS / "jobs").iterdir()  # what the next run loads in the background
+    keys = json.loads(job.read_text())
+    assert len(keys) >= 3 and all((cache / PROGRAMS / f"{k}.program").exists() for k in keys)
     misses, hits, traced = run_cli(tmp_path, cache, tmp_path / "b.fits")
     assert misses == 0 and hits >= 5 and traced == 0
 

@@ -194,19 +194,42 @@ def subtract_files(
             raise InvalidInputError(f"The folder of {os.fspath(path)!r} does not exist.")
     name = _job_name((template_path, science_path), config, score, sources is not None)
     with programs.job(name):  # the stored programs load while the files are read
-        return _subtract_files(
-            template_path,
-            science_path,
-            output,
-            config,
-            score,
-            overwrite,
-            sources,
-            (template_psf, science_psf),
-            (template_planes, science_planes),
-            summary_path,
-            t0,
+        template = read_exposure(template_path, **(template_planes or {}))
+        science = read_exposure(science_path, **(science_planes or {}))
+        log.info(
+            "Read %s and %s (%d x %d pixels) in %.1f s.",
+            os.fspath(template_path),
+            os.fspath(science_path),
+            *science.image.array.shape,
+            time.perf_counter() - t0,
         )
+        if not template.getBBox().contains(science.getBBox()):
+            raise InvalidInputError(
+                f"The template (bbox {template.getBBox()}) does not cover the science image (bbox "
+                f"{science.getBBox()}); both must be on one pixel grid."
+            )
+        for exp, psf in ((template, template_psf), (science, science_psf)):
+            if psf is not None:
+                exp.setPsf(read_psf(psf))
+        ensure_psf(template, template_path)
+        ensure_psf(science, science_path)
+        catalogue = None if sources is None else read_sources(sources)
+        t1 = time.perf_counter()
+        task_class = AlardLuptonPreconvolveSubtractTask if score else AlardLuptonSubtractTask
+        task = task_class(config=task_config(task_class, config))
+        log.info("Subtracting (%s)...", "score image" if score else "difference image")
+        result = task.run(template, science, catalogue)
+        t2 = time.perf_counter()
+        log.info("Subtracted in %.1f s (%s).", t2 - t1, result.mode)
+        diff = result.scoreExposure if score else result.difference
+        write_exposure(diff, output, overwrite=overwrite)
+        log.info("Wrote %s.", os.fspath(output))
+        timings = {"read": t1 - t0, "subtract": t2 - t1, "write": time.perf_counter() - t2}
+        summary = _summary(task, result, template_path, science_path, timings)
+        summary["output"] = os.fspath(output)
+        if summary_path is not None:
+            write_json(summary, summary_path, overwrite)
+        return summary
 
 
 def _job_name(paths, config, score, catalogue):
@@ -227,58 +250,6 @@ def _job_name(paths, config, score, catalogue):
         parts.append(shape)
     parts.append(hashlib.sha256(repr(config).encode()).hexdigest()[:12])
     return "-".join(parts)
-
-
-def _subtract_files(
-    template_path,
-    science_path,
-    output,
-    config,
-    score,
-    overwrite,
-    sources,
-    psfs,
-    planes,
-    summary_path,
-    t0,
-):
-    (template_psf, science_psf), (template_planes, science_planes) = psfs, planes
-    template = read_exposure(template_path, **(template_planes or {}))
-    science = read_exposure(science_path, **(science_planes or {}))
-    log.info(
-        "Read %s and %s (%d x %d pixels) in %.1f s.",
-        os.fspath(template_path),
-        os.fspath(science_path),
-        *science.image.array.shape,
-        time.perf_counter() - t0,
-    )
-    if not template.getBBox().contains(science.getBBox()):
-        raise InvalidInputError(
-            f"The template (bbox {template.getBBox()}) does not cover the science image (bbox "
-            f"{science.getBBox()}); both must be on one pixel grid."
-        )
-    for exp, psf in ((template, template_psf), (science, science_psf)):
-        if psf is not None:
-            exp.setPsf(read_psf(psf))
-    ensure_psf(template, template_path)
-    ensure_psf(science, science_path)
-    catalogue = None if sources is None else read_sources(sources)
-    t1 = time.perf_counter()
-    task_class = AlardLuptonPreconvolveSubtractTask if score else AlardLuptonSubtractTask
-    task = task_class(config=task_config(task_class, config))
-    log.info("Subtracting (%s)...", "score image" if score else "difference image")
-    result = task.run(template, science, catalogue)
-    t2 = time.perf_counter()
-    log.info("Subtracted in %.1f s (%s).", t2 - t1, result.mode)
-    diff = result.scoreExposure if score else result.difference
-    write_exposure(diff, output, overwrite=overwrite)
-    log.info("Wrote %s.", os.fspath(output))
-    timings = {"read": t1 - t0, "subtract": t2 - t1, "write": time.perf_counter() - t2}
-    summary = _summary(task, result, template_path, science_path, timings)
-    summary["output"] = os.fspath(output)
-    if summary_path is not None:
-        write_json(summary, summary_path, overwrite)
-    return summary
 
 
 def task_config(task_class, config):
