@@ -48,7 +48,7 @@ from ..core.afterburner import Decorrelation
 from ..core.basis import FWHM_PER_SIGMA
 from ..core.convolve import MaskedImage
 from ..core.decorrelation import DECORRELATION_IGNORE_PLANES
-from ..core.masks import DIFFERENCE_SKY_IGNORE, FILL_BEFORE_DECORRELATION, bits
+from ..core.masks import DIFFERENCE_SKY_IGNORE, bits
 from ..core.pipeline import subtract_and_decorrelate
 from ..core.preconvolution import preconvolution_kernel, preconvolve
 from ..core.spatial import n_spatial_terms
@@ -337,7 +337,7 @@ def _fit_once(
         decorrelation = Decorrelation(
             n_nodes=config.decorrelation_nodes if config.spatially_varying_decorrelation else 0,
             complete=config.complete_var_plane_propagation,
-            fill_bits=bits(tuple(config.bad_mask_planes) + FILL_BEFORE_DECORRELATION),
+            fill_bits=bits(config.bad_mask_planes),
             ignore_bits=bits(DECORRELATION_IGNORE_PLANES),
         )
     out = subtract_and_decorrelate(

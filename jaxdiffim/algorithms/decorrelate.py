@@ -13,7 +13,7 @@ import numpy as np
 
 from ..core.afterburner import Decorrelation, decorrelate_masked
 from ..core.decorrelation import DECORRELATION_IGNORE_PLANES, mean_variance
-from ..core.masks import FILL_BEFORE_DECORRELATION, FILL_BEFORE_FILTERING, bits
+from ..core.masks import FILL_BEFORE_FILTERING, bits
 from ..errors import VarianceScalingError
 
 __all__ = ["check_mean_variances", "decorrelate_difference"]
@@ -113,8 +113,8 @@ def decorrelate_difference(
         Unit-sum preconvolution kernel (score image).
     bad_planes, ignore_planes : tuple of str
         Planes filled with the median before filtering (with
-        :data:`~jaxdiffim.core.masks.FILL_BEFORE_DECORRELATION`); planes left out of the mean
-        variances.
+        :data:`~jaxdiffim.core.masks.FILL_BEFORE_DECORRELATION`, always); planes left out of
+        the mean variances.
     complete : bool
         ``completeVarPlanePropagation``.
     spatial : tuple (KernelSolution, KernelFitConfig, int), optional
@@ -137,7 +137,7 @@ def decorrelate_difference(
     settings = Decorrelation(
         n_nodes=int(n_nodes),
         complete=bool(complete),
-        fill_bits=bits(tuple(bad_planes) + FILL_BEFORE_DECORRELATION),
+        fill_bits=bits(tuple(bad_planes)),
         ignore_bits=bits(tuple(ignore_planes)),
     )
     s2 = [

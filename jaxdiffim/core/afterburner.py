@@ -3,8 +3,9 @@
 Around :func:`jaxdiffim.core.decorrelation.decorrelate` (one kernel) and
 :func:`~jaxdiffim.core.decorrelation.decorrelate_spatially` (a grid of kernels): the clipped mean
 variances of the two inputs (unless given), and the bad pixels of the difference filled with
-the median before filtering (a deliberate difference from ip_diffim, see
-:func:`~jaxdiffim.core.decorrelation.fill_bad_pixels`). The subtraction program
+the median before filtering, ``SUSPECT`` included (a deliberate difference from ip_diffim, see
+:func:`~jaxdiffim.core.decorrelation.fill_bad_pixels` and
+:data:`~jaxdiffim.core.masks.FILL_BEFORE_DECORRELATION`). The subtraction program
 (:func:`jaxdiffim.core.pipeline.subtract_and_decorrelate`) and the Task facade's
 ``DecorrelateALKernelTask`` (through
 :func:`jaxdiffim.algorithms.decorrelate.decorrelate_difference`) both run it; the host checks
@@ -16,6 +17,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 
 from .decorrelation import _mean_variance, decorrelate, decorrelate_spatially
+from .masks import FILL_BEFORE_DECORRELATION, bits
 from .preconvolution import fill_masked
 
 __all__ = ["Decorrelation", "decorrelate_masked"]
@@ -35,7 +37,8 @@ class Decorrelation(NamedTuple):
     complete : bool
         ``completeVarPlanePropagation``.
     fill_bits : int
-        Pixels with these bits are set to the median before filtering.
+        Pixels with these bits are set to the median before filtering, as are those of
+        :data:`~jaxdiffim.core.masks.FILL_BEFORE_DECORRELATION` (always).
     ignore_bits : int
         Pixels with these bits are left out of the mean variances.
     """
@@ -99,7 +102,8 @@ def decorrelate_masked(
         )
     sigma2 = jnp.asarray(sigma2).astype(dtype)
     image = difference.image
-    filled = fill_masked(image, difference.mask, settings.fill_bits)
+    fill = settings.fill_bits | bits(FILL_BEFORE_DECORRELATION)
+    filled = fill_masked(image, difference.mask, fill)
     filled = difference._replace(image=jnp.where(jnp.isfinite(image), filled, image))
     common = (unconvolved.variance, convolved.variance, sigma2[0], sigma2[1], preconvolution, scale)
     if settings.n_nodes:

@@ -128,7 +128,7 @@ def score_difference(difference, truth, psf_at, units, variance=None, mask=None)
     peak &= np.abs(snr) == ndimage.maximum_filter(np.abs(snr), size=5)
     py, px = np.nonzero(peak)
     tx, ty, tflux = truth["transients"]
-    vx, vy, _ = truth["variables"]
+    vx, vy, v_change = truth["variables"]
     real_x, real_y = np.concatenate([tx, vx]), np.concatenate([ty, vy])
     dist = np.hypot(px[:, None] - real_x[None], py[:, None] - real_y[None])
     false = dist.min(axis=1, initial=np.inf) > _MATCH
@@ -159,7 +159,7 @@ def score_difference(difference, truth, psf_at, units, variance=None, mask=None)
         float(np.sum(tf[strong] * w) / np.sum(expected[strong] * w) - 1.0) if strong.any() else None
     )
     vf, ve = _psf_fit(d, weight, psf_at, vx, vy)
-    v_expected = truth["variables"][2] * units
+    v_expected = v_change * units
     measured = np.isfinite(vf) & (np.abs(v_expected) / ve >= 10.0)
     v_ratio = vf[measured] / v_expected[measured]
     hit = np.zeros(tx.size, bool)
