@@ -112,15 +112,24 @@ def coarse_sky_grid(values, n_bins, size, stride):
 
 
 def fine_sky_grid(residual, sigma, n_bins, size):
-    """Fine pass: per-bin 3-sigma-clipped mean of a residual, clipped twice (0 for empty bins)."""
-    blocks = bin_blocks(residual, n_bins, size, (1, 1))
+    """Fine pass: per-bin 3-sigma-clipped mean of a residual, clipped twice (0 for empty bins).
+
+    The sums run over axes 1 and 3 of the (ny, size_y, nx, size_x) view, not over the last
+    axis of :func:`bin_blocks`' transposed one: XLA fused that transpose with the residual's
+    producers into a program 12x slower (4096², 2 cores: 2.65 s against 0.22 s).
+    """
+    (ny, nx), (sy, sx) = n_bins, size
+    height, width = residual.shape
+    pad = ((0, ny * sy - height), (0, nx * sx - width))
+    blocks = jnp.pad(residual, pad, constant_values=jnp.nan).reshape(ny, sy, nx, sx)
     usable = jnp.isfinite(blocks)
     values = jnp.where(usable, blocks, 0.0)
-    centre = jnp.zeros(blocks.shape[:2], blocks.dtype)
+    limit = 3.0 * sigma[:, None, :, None]
+    centre = jnp.zeros((ny, nx), blocks.dtype)
     for _ in range(2):
-        kept = usable & (jnp.abs(values - centre[..., None]) <= 3.0 * sigma[..., None])
-        count = jnp.sum(kept, axis=-1)
-        total = jnp.sum(jnp.where(kept, values, 0.0), axis=-1)
+        kept = usable & (jnp.abs(values - centre[:, None, :, None]) <= limit)
+        count = jnp.sum(kept, axis=(1, 3))
+        total = jnp.sum(jnp.where(kept, values, 0.0), axis=(1, 3))
         centre = jnp.where(count > 0, total / jnp.maximum(count, 1), 0.0)
     return centre
 

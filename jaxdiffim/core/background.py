@@ -45,25 +45,32 @@ def _bin_levels(image, good, bin_size, n_sigma=3.0, n_iter=3):
     """afw ``MEANCLIP`` of the good pixels of every bin; NaN for bins without good pixels.
 
     ``image`` and ``good`` have shape (nby * bin_size, nbx * bin_size); returns (nby, nbx).
+    The clip's sums run over axes 1 and 3 of the (nby, bin_size, nbx, bin_size) view: a
+    transpose to one axis per bin costs XLA a slow fusion with the pixels' producers.
     """
     nby, nbx = image.shape[0] // bin_size, image.shape[1] // bin_size
+    x = image.reshape(nby, bin_size, nbx, bin_size)
+    g = good.reshape(nby, bin_size, nbx, bin_size)
+    n = bin_size * bin_size
+    step = max(1, n // _START_SAMPLES)  # the clip's start from a regular subsample
 
-    def blocks(a):
-        a = a.reshape(nby, bin_size, nbx, bin_size).transpose(0, 2, 1, 3)
-        return a.reshape(nby, nbx, bin_size * bin_size)
+    def subsample(a):  # every step-th pixel of each bin in row-major order: (nby, nbx, n / step)
+        return a.transpose(0, 2, 1, 3).reshape(nby, nbx, n)[..., ::step]
 
-    x, g = blocks(image), blocks(good)
-    step = max(1, x.shape[-1] // _START_SAMPLES)  # the clip's start from a regular subsample
-    start = masked_quantiles(x[..., ::step], g[..., ::step], (0.25, 0.5, 0.75))
+    start = masked_quantiles(subsample(x), subsample(g), (0.25, 0.5, 0.75))
     q25, centre, q75 = jnp.moveaxis(start, -1, 0)
     half = n_sigma * IQ_TO_STDEV * (q75 - q25)
     mean = centre
+
+    def per_bin(a):  # (nby, nbx) -> broadcastable against the 4-D view
+        return a[:, None, :, None]
+
     for _ in range(n_iter):
-        keep = g & (jnp.abs(x - centre[..., None]) <= half[..., None])
-        nk = jnp.sum(keep, axis=-1)
-        mean = jnp.sum(jnp.where(keep, x, 0.0), axis=-1) / jnp.maximum(nk, 1)
-        dev = jnp.where(keep, x - mean[..., None], 0.0)
-        var = jnp.sum(dev * dev, axis=-1) / jnp.maximum(nk - 1, 1)
+        keep = g & (jnp.abs(x - per_bin(centre)) <= per_bin(half))
+        nk = jnp.sum(keep, axis=(1, 3))
+        mean = jnp.sum(jnp.where(keep, x, 0.0), axis=(1, 3)) / jnp.maximum(nk, 1)
+        dev = jnp.where(keep, x - per_bin(mean), 0.0)
+        var = jnp.sum(dev * dev, axis=(1, 3)) / jnp.maximum(nk - 1, 1)
         mean = jnp.where(nk > 0, mean, jnp.nan)
         centre, half = mean, n_sigma * jnp.sqrt(var)
     return mean
