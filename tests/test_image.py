@@ -245,6 +245,24 @@ def test_variance_estimates():
         estimate_variance(np.ones((50, 50)))
 
 
+def test_an_un_subtracted_sky_gives_the_sources_their_poisson_variance():
+    """Without GAIN, a sky of 1000 counts with Poisson noise at gain 2 (sigma² 500) gives an
+    effective gain of 2: a star's pixels get (image - sky) / 2 on top of the sky's variance,
+    within 5 %. The same image with its sky subtracted keeps the constant sigma² (no gain can
+    be read from a sky near zero)."""
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[0:300, 0:300]
+    star = 4e5 * np.exp(-((xx - 150.0) ** 2 + (yy - 150.0) ** 2) / (2 * 2.0**2))
+    star /= 2 * np.pi * 2.0**2
+    electrons = rng.poisson(2.0 * (1000.0 + star))
+    image = electrons / 2.0
+    var = estimate_variance(image)
+    assert np.median(var) == pytest.approx(500.0, rel=0.05)
+    assert var[150, 150] == pytest.approx(500.0 + star[150, 150] / 2.0, rel=0.05)
+    flat = estimate_variance(image - 1000.0)
+    assert flat.max() == pytest.approx(flat.min()) and flat[0, 0] == pytest.approx(var.min())
+
+
 def test_decam_header_variance_matches_pixel_noise():
     """The header estimate (gain, read noise, AVSKY) agrees with the robust pixel noise."""
     exp = read_exposure(decam_path("04b"))
@@ -366,6 +384,26 @@ def test_shape_field_fits_the_stars_and_leaves_a_galaxy_cell_out():
             got, want = field(x, y), truth(x, y)
             assert np.all(np.linalg.eigvalsh(got) > 0)
             np.testing.assert_allclose(got, want, rtol=0.03, atol=0.03 * want[0, 0])
+
+
+def test_a_cell_of_galaxies_does_not_drop_the_cells_of_a_strong_field():
+    """The cells' FWHM plane: strong scene seed 4's science image (4-7 px across the field)
+    had one cell whose locus was galaxies (12 px) and one without enough stars. Rejecting
+    every cell off a plane bent by the galaxies dropped six of the eight (the grid fell back
+    to one PSF, 24 % too narrow at the centre); the worst cell first keeps seven."""
+    from jaxdiffim.algorithms.psf_grid import _smooth
+
+    widths = np.array([[4.09, 12.11, 1.0], [3.9, 5.86, 6.77], [5.24, 6.24, 6.94]])
+    measured = np.array([[1, 1, 0], [1, 1, 1], [1, 1, 1]], bool)
+    expected = measured.copy()
+    expected[0, 1] = False
+    np.testing.assert_array_equal(_smooth(widths, measured), expected)
+    # a smooth field keeps every cell; too few cells to judge are kept as they are
+    plane = np.exp(np.add.outer(0.1 * np.arange(3), 0.2 * np.arange(3))) * 4.0
+    assert _smooth(plane, np.ones((3, 3), bool)).all()
+    few = np.zeros((3, 3), bool)
+    few[0, :3] = True
+    np.testing.assert_array_equal(_smooth(widths, few), few)
 
 
 def test_batched_moments_match_psf_moments():

@@ -185,20 +185,31 @@ _CELL_OUTLIER = 0.2
 
 
 def _smooth(widths, measured):
-    """Cells whose FWHM lies within :data:`_CELL_OUTLIER` of a plane fitted (in log FWHM,
-    with two rounds of rejection) to the measured cells: seeing varies smoothly, and a cell
-    whose stack came out of galaxies or blends does not."""
+    """Cells whose FWHM lies within :data:`_CELL_OUTLIER` of a plane fitted (in log FWHM) to
+    the measured cells: seeing varies smoothly, and a cell whose stack came out of galaxies or
+    blends does not.
+
+    The worst cell is dropped and the plane refitted, one cell at a time, while a cell is off
+    the plane; then every measured cell within the tolerance of the last plane is kept. (All
+    cells beyond the tolerance at once, from a plane bent by one cell of galaxies at 12 px
+    among stars of 4-7 px, dropped six of eight cells in a strong scene.)
+    """
     n_y, n_x = widths.shape
     v, u = np.mgrid[0:n_y, 0:n_x]
     design = np.stack([np.ones(widths.size), u.ravel(), v.ravel()], axis=1)
-    target = np.log(widths.ravel())
+    target = np.log(np.where(measured, widths, 1.0).ravel())
     ok = measured.ravel().copy()
-    for _ in range(2):
-        if ok.sum() < 4:
-            break
+    tolerance = np.log1p(_CELL_OUTLIER)
+    if ok.sum() < 4:
+        return measured.copy()
+    while True:
         coef = np.linalg.lstsq(design[ok], target[ok], rcond=None)[0]
-        ok = measured.ravel() & (np.abs(target - design @ coef) <= np.log1p(_CELL_OUTLIER))
-    return ok.reshape(widths.shape)
+        off = np.where(ok, np.abs(target - design @ coef), -np.inf)
+        if off.max() <= tolerance or ok.sum() <= 4:
+            break
+        ok[np.argmax(off)] = False
+    keep = measured.ravel() & (np.abs(target - design @ coef) <= tolerance)
+    return keep.reshape(widths.shape)
 
 
 #: Stars (all cells together) from which the shape field is quadratic in position (else linear).
