@@ -171,3 +171,32 @@ def test_match_psf_on_decam(tmp_path, capsys):
         capsys,
         "cannot estimate a PSF",
     )
+
+
+def test_the_difference_psf_is_built_on_the_better_known_psf():
+    """convolveScience only: a given template PSF beats an estimate; between two estimates the
+    deeper image's (lower noise in science flux units) is used; a science PSF that came with
+    the inputs is always kept, and so is the science PSF in convolveTemplate mode (ip_diffim's
+    choice)."""
+    from types import SimpleNamespace
+
+    from jaxdiffim.cli.subtract import _template_psf_is_better
+
+    def exposure(sigma):
+        variance = SimpleNamespace(array=np.full((8, 8), sigma**2))
+        return SimpleNamespace(variance=variance, psf=object())
+
+    def result(kernel_sum, mode="convolveScience"):
+        kernel = SimpleNamespace(getKernelSum=lambda: kernel_sum)
+        return SimpleNamespace(mode=mode, psfMatchingKernel=kernel)
+
+    deep, shallow = exposure(1.0), exposure(2.0)
+    assert _template_psf_is_better(deep, shallow, (False, False), result(0.9))
+    assert not _template_psf_is_better(shallow, deep, (False, False), result(0.9))
+    assert not _template_psf_is_better(deep, shallow, (False, True), result(0.9))
+    assert _template_psf_is_better(shallow, deep, (True, False), result(0.9))
+    convolved_template = result(0.9, "convolveTemplate")
+    assert not _template_psf_is_better(deep, shallow, (False, False), convolved_template)
+    # the kernel takes the science image to the template's flux (its sum: template/science)
+    assert _template_psf_is_better(deep, deep, (False, False), result(2.0))
+    assert not _template_psf_is_better(deep, deep, (False, False), result(0.8))

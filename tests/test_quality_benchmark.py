@@ -137,3 +137,12 @@ def test_task_sets_the_difference_psf():
     assert image.shape == science_psf.shape
     assert image.sum() == pytest.approx(1.0)
     assert not np.allclose(image, science_psf, atol=1e-3)
+    # rebased on the template's PSF (the same filter, no kernel): the science PSF through the
+    # kernel to within the kernel's mismatch (a PSF fit of one with the other within 2 %); on
+    # the science PSF without the kernel, the other seeing (over 10 % off)
+    rebased, wrong = psf.rebased(scene.template.psf), psf.rebased(scene.science.psf)
+    for x, y in ((200.0, 200.0), (512.0, 512.0), (820.0, 770.0)):
+        a, b, c = (p.computeKernelImage(x, y) for p in (psf, rebased, wrong))
+        assert a.shape == b.shape and b.sum() == pytest.approx(1.0)
+        assert np.sum(a * b) / np.sum(b * b) == pytest.approx(1.0, abs=0.02)
+        assert abs(np.sum(a * c) / np.sum(c * c) - 1.0) > 0.1

@@ -101,10 +101,14 @@ def footprint_filter(psf, n_sigma_to_grow=2.4):
 
 
 def _bin2(a):
-    """Sums over 2x2 blocks (a zero row/column added to odd sides)."""
+    """Sums over 2x2 blocks (a zero row/column added to odd sides).
+
+    Four strided slices: the same sums as a reshape to (h/2, 2, w/2, 2) summed over axes 1
+    and 3, which XLA's CPU backend ran 12x slower (4096², 2 cores: 0.14 s against 0.011 s).
+    """
     h, w = a.shape
     a = jnp.pad(a, ((0, h % 2), (0, w % 2)))
-    return a.reshape(a.shape[0] // 2, 2, a.shape[1] // 2, 2).sum(axis=(1, 3))
+    return (a[0::2, 0::2] + a[1::2, 0::2]) + (a[0::2, 1::2] + a[1::2, 1::2])
 
 
 @partial(jax.jit, static_argnames=("flat", "binning", "bound"))

@@ -318,6 +318,7 @@ class FilteredPsf(_Psf):
 
     def __init__(self, base, difference_psf, xy0=(0, 0)):
         self.base = base
+        self._xy0 = tuple(xy0)
         x0, y0 = xy0
         self._filtered = DifferencePsf(
             base.computeKernelImage,
@@ -327,6 +328,15 @@ class FilteredPsf(_Psf):
             (-x0, -y0),
         )
         self._average = tuple(base.getAveragePosition())
+
+    def rebased(self, base):
+        """The same filter on the template's PSF ``base``, without the kernel: in convolveScience
+        mode the template's PSF is what the kernel matched the science PSF to, and where both
+        PSFs are estimates from the stars the deeper image's is the better one
+        (:func:`jaxdiffim.cli.subtract.subtract_files`). ip_diffim writes the unconvolved image's
+        PSF in that mode too (without the decorrelation filter).
+        """
+        return FilteredPsf(base, DifferencePsf(None, self._filtered.filter), self._xy0)
 
     def _kernel(self, x, y):
         return self._filtered(x, y)
