@@ -283,7 +283,10 @@ def _subtract_and_decorrelate(
         mask = flag_around(mask, clipped, bits(SATURATED), halo, bit("SUSPECT"), halo_bound)
     sky_mean = jnp.zeros((), dtype)
     if sky is not None:
-        level = residual_sky(image, difference.variance, mask, unconvolved, *sky).astype(dtype)
+        # its inputs materialised first: fused into the sky's bins, XLA recomputed what makes
+        # them (4096², 2 cores: the program 4.9-5.3 s against 4.6-4.8 s)
+        inputs = jax.lax.optimization_barrier((image, difference.variance, mask, unconvolved))
+        level = residual_sky(*inputs, *sky).astype(dtype)
         image, sky_mean = image - level, jnp.mean(level)
     difference = MaskedImage(image, difference.variance, mask.astype(jnp.int32))
     background = background_scale * background_image(solution, image.shape, config, dtype=dtype)
