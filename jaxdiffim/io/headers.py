@@ -154,13 +154,13 @@ def estimate_variance(image, header=None):
             "variance, weight or sigma file."
         )
     var = np.full(img.shape, mad**2, np.float32)
+    if gain is None:  # an un-subtracted sky's counts are Poisson: an effective gain
+        level = float(np.median(sky_model[good]))
+        if level < SKY_POISSON_SIGMAS * mad:  # a sky-subtracted image: no gain to read
+            return var
+        gain, sky_model = level / mad**2, np.float32(level)
     clean = np.where(finite, img, np.float32(0.0))
-    if gain is not None:
-        var += np.maximum(clean - sky_model, 0.0) / np.float32(gain)
-        return var
-    level = float(np.median(sky_model[good]))
-    if level >= SKY_POISSON_SIGMAS * mad:  # the sky's counts are Poisson: an effective gain
-        var += np.maximum(clean - np.float32(level), 0.0) * np.float32(mad**2 / level)
+    var += np.maximum(clean - sky_model, 0.0) / np.float32(gain)
     return var
 
 
