@@ -20,12 +20,12 @@ the folder, does not load an old program. Files are written atomically; an unrea
 ignored and rewritten; an executable that cannot be serialised is used in this process only, and
 so is one that JAX loaded from its own persistent cache (serialised again, an executable loaded
 on a CPU lacks its functions: "Function slice_convert_fusion not found" at its first call in
-the next process). The price: after an edit or upgrade of jaxdiffim that leaves a program's
-HLO as it was, JAX's cache keeps answering for it and the store stays without it (such a
-process traces, lowers and loads it from JAX's cache: measured 2026-12-01, a warm 1024² job took
-15.7 s against 8.6 s with both caches rebuilt; emptying the cache folder once restores it).
-Turning JAX's cache off for the store's own compiles does not help: JAX decides once per
-process whether its cache is used.
+the next process). So that an edit or upgrade of jaxdiffim that leaves a program's HLO as
+it was does not leave the program to JAX's cache for good (every process then traced, lowered
+and loaded it from there: the Task of a warm 1024² job took 8.2 s against 2.2 s), its compiled
+module is named after the store's key (which holds the sources' hash): JAX's cache never has
+it, the program is compiled once more and stored. (Turning JAX's cache off for the store's own
+compiles is not possible: JAX decides once per process whether its cache is used.)
 The files are pickles of executables (machine code): like JAX's own cache folder, the folder
 must be the user's.
 
@@ -63,6 +63,8 @@ _JOB = {"used": None}  # keys called in the current job, in order
 #: Threads that load a job's programs in the background.
 LOAD_THREADS = 2
 _HITS = threading.local()  # hits of JAX's persistent compilation cache, per thread
+#: Hex digits of a program's key in the name of its compiled module.
+_NAME_DIGITS = 12
 
 
 def _cache_hits():
@@ -365,14 +367,17 @@ def call(jitted, *args, **static):
                 out_tree.append(structure)
                 return out_leaves
 
-            flat.__name__ = flat.__qualname__ = getattr(jitted, "__name__", "program")
+            # the key in the program's name: JAX's cache cannot answer for it with an
+            # executable of an earlier version of the sources (which could not be stored)
+            name = f"{getattr(jitted, '__name__', 'program')}_{key[:_NAME_DIGITS]}"
+            flat.__name__ = flat.__qualname__ = name
             lowered = jax.jit(flat).lower(*leaves)
             hits = _cache_hits()
             compiled = lowered.compile()
             program = (compiled, out_tree[0])
             if _cache_hits() == hits:
                 _save(path, *program)
-            else:  # loaded from JAX's cache: on a CPU it serialises without its code
+            else:
                 log.debug("Not storing %s: it came from JAX's compilation cache.", path)
         _LOADED[key] = program
     compiled, out_tree = program
