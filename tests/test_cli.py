@@ -106,6 +106,29 @@ def test_too_few_stars(tmp_path, capsys):
     fails_cleanly(argv + ["-c", "minKernelSources=20"], capsys, "-c NAME=VALUE")
 
 
+def test_the_two_psf_estimates_report_errors_in_order(monkeypatch):
+    """The command estimates both PSFs at once (the science's in a thread) and reports the
+    template's error first, as one after the other would; a science error alone is raised."""
+    import jaxdiffim.cli.subtract as cli_subtract
+    from jaxdiffim.errors import InvalidInputError
+
+    done = []
+
+    def fake(exp, name):
+        done.append(name)
+        if exp == "bad":
+            raise InvalidInputError(f"{name}: too few stars")
+        return exp
+
+    monkeypatch.setattr(cli_subtract, "ensure_psf", fake)
+    with pytest.raises(InvalidInputError, match="template"):
+        cli_subtract._ensure_psfs(("bad", "template"), ("bad", "science"))
+    assert sorted(done) == ["science", "template"]  # the thread's finished too
+    with pytest.raises(InvalidInputError, match="science"):
+        cli_subtract._ensure_psfs(("good", "template"), ("bad", "science"))
+    cli_subtract._ensure_psfs(("good", "template"), ("good", "science"))
+
+
 def test_existing_output_is_kept(tmp_path, capsys):
     out = tmp_path / "d.fits"
     out.write_bytes(b"keep me")

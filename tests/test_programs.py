@@ -83,6 +83,32 @@ def test_a_job_loads_its_programs_in_the_background(store, monkeypatch):
     programs._PENDING.clear()
 
 
+def test_threads_share_one_compile(store, monkeypatch):
+    """Two threads that call one new program at once (the command line estimates both PSFs at
+    once) compile and store it once, and both get its result."""
+    import threading
+
+    saves = []
+    real = programs._save
+    monkeypatch.setattr(programs, "_save", lambda *a: saves.append(a[0]) or real(*a))
+    args = _args(5)
+    want = _program(*args, power=2)
+    start, out = threading.Barrier(2), [None, None]
+
+    def run(i):
+        start.wait()
+        out[i] = programs.call(_program, *args, power=2)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(saves) == 1 and len(os.listdir(store)) == 1
+    for got in out:
+        _same(got, want)
+
+
 def test_a_corrupt_file_is_a_miss(store):
     programs.call(_program, *_args(7), power=2)
     (path,) = store.iterdir()

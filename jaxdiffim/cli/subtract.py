@@ -12,6 +12,7 @@ Rubin pipeline keep their sky). Every policy (spatial
 orders, singular systems, QA) is the algorithm's.
 """
 
+import concurrent.futures
 import hashlib
 import json
 import logging
@@ -93,6 +94,23 @@ def ensure_psf(exp, name="exposure"):
         grid.fwhm.max(),
     )
     return exp
+
+
+def _ensure_psfs(first, second):
+    """:func:`ensure_psf` of two ``(exposure, name)`` pairs at once, the second in a thread.
+
+    The estimates alternate between the host (stamps, moments, fits: NumPy, which releases
+    the GIL in its loops) and the compiled detector (XLA), so that the two overlap. An error
+    of ``first`` is raised before one of ``second``, as if one ran after the other.
+    """
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxdiffim-psf") as pool:
+        later = pool.submit(ensure_psf, *second)
+        try:
+            ensure_psf(*first)
+        finally:
+            error = later.exception()  # waits for it
+    if error is not None:
+        raise error
 
 
 def _summary(task, result, template_path, science_path, timings):
@@ -212,8 +230,7 @@ def subtract_files(
             if psf is not None:
                 exp.setPsf(read_psf(psf))
         given = (template.psf is not None, science.psf is not None)
-        ensure_psf(template, template_path)
-        ensure_psf(science, science_path)
+        _ensure_psfs((template, template_path), (science, science_path))
         catalogue = None if sources is None else read_sources(sources)
         t1 = time.perf_counter()
         task_class = AlardLuptonPreconvolveSubtractTask if score else AlardLuptonSubtractTask

@@ -27,7 +27,8 @@ module is named after the store's key (which holds the sources' hash): JAX's cac
 it, the program is compiled once more and stored. (Turning JAX's cache off for the store's own
 compiles is not possible: JAX decides once per process whether its cache is used.)
 The files are pickles of executables (machine code): like JAX's own cache folder, the folder
-must be the user's.
+must be the user's. Threads may call :func:`call` at once (the command line estimates both
+images' PSFs at once): one thread loads or compiles a program, the others wait for it.
 
 Loading overlaps the job: :func:`job` records which programs a named job (the command line
 names it by the images' shapes and the configuration) called, and the next run of that job
@@ -60,6 +61,8 @@ _STATE = {"folder": None}
 _LOADED = {}
 _PENDING = {}  # key -> Future of a background load (see job)
 _JOB = {"used": None}  # keys called in the current job, in order
+_KEY_LOCKS = {}  # key -> Lock: one thread loads or compiles a program, the others wait
+_LOCKS_GUARD = threading.Lock()
 #: Threads that load a job's programs in the background.
 LOAD_THREADS = 2
 _HITS = threading.local()  # hits of JAX's persistent compilation cache, per thread
@@ -353,7 +356,22 @@ def call(jitted, *args, **static):
     if _JOB["used"] is not None:
         _JOB["used"].append(key)
     program = _LOADED.get(key)
-    if program is None and key in _PENDING:
+    if program is None:
+        with _key_lock(key):  # another thread may be loading or compiling it
+            program = _LOADED.get(key) or _get(jitted, leaves, tree, static, key, folder)
+    compiled, out_tree = program
+    return jax.tree_util.tree_unflatten(out_tree, compiled(*leaves))
+
+
+def _key_lock(key):
+    with _LOCKS_GUARD:
+        return _KEY_LOCKS.setdefault(key, threading.Lock())
+
+
+def _get(jitted, leaves, tree, static, key, folder):
+    """The program of ``key``: loading in the background, stored, or compiled (and stored)."""
+    program = None
+    if key in _PENDING:
         program = _PENDING.pop(key).result()  # loading in the background (see job)
     if program is None:
         path = os.path.join(folder, key + ".program")
@@ -379,6 +397,5 @@ def call(jitted, *args, **static):
                 _save(path, *program)
             else:
                 log.debug("Not storing %s: it came from JAX's compilation cache.", path)
-        _LOADED[key] = program
-    compiled, out_tree = program
-    return jax.tree_util.tree_unflatten(out_tree, compiled(*leaves))
+    _LOADED[key] = program
+    return program
