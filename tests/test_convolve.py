@@ -203,6 +203,32 @@ def test_correlate_terms_multi_tile_matches_default_and_truth(shape, k, tile):
     np.testing.assert_allclose(small, expected, rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize(("shape", "tile"), [((40, 57), 16), ((30, 30), 64)])
+def test_correlate_terms_zero_reads_flagged_pixels_as_zero(shape, tile):
+    """``zero`` (the bad pixels) gives the correlation of the zero-filled image, whatever the
+    values there (NaN included), in several bands and in one."""
+    rng = np.random.default_rng(41)
+    img = rng.normal(size=shape)
+    zero = rng.random(shape) < 0.05
+    zero[0, :3] = True  # at the border too
+    kern = random_kernels(rng, 2, 5)
+    wy, wx = rng.normal(size=(2, shape[0])), rng.normal(size=(2, shape[1]))
+    with jax.enable_x64(True):
+        filled = np.asarray(correlate_terms(np.where(zero, 0.0, img), kern, wy, wx, tile=tile))
+        nan_there = np.where(zero, np.nan, img)
+        got = np.asarray(
+            jax.jit(convolve.correlate_terms, static_argnames="tile")(
+                nan_there, kern, wy, wx, tile=tile, zero=zero
+            )
+        )
+    np.testing.assert_allclose(got, filled, rtol=0, atol=1e-12)
+    expected = sum(
+        wy[q][:, None] * wx[q][None, :] * brute_correlate(np.where(zero, 0.0, img), kern[q])
+        for q in range(2)
+    )
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-10)
+
+
 def test_fft_correlate_small_tile():
     rng = np.random.default_rng(5)
     img = rng.normal(size=(64, 64))

@@ -98,3 +98,35 @@ def test_difference_psf_correlation_matches_scipy():
         kernel = rng.normal(size=(side, side))
         ref = signal.fftconvolve(image, kernel[::-1, ::-1], mode="same")
         np.testing.assert_allclose(_correlate(image, kernel), ref, atol=1e-12)
+
+
+def test_stamp_designs_built_in_chunks_are_the_whole_batch_design():
+    """map_in_chunks (the fit's design 64 stamps at a time, to bound memory) gives the design
+    of the whole batch at once, for both bases."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxdiffim.core.basis import alard_lupton_parts
+    from jaxdiffim.core.normal_equations import (
+        add_background_column,
+        al_raw_design,
+        df_raw_design,
+        map_in_chunks,
+    )
+
+    rng = np.random.default_rng(7)
+    stamps = jnp.asarray(rng.normal(size=(128, 19, 19)))
+    with jax.enable_x64(True):
+        stamps = stamps.astype(jnp.float64)
+        phi, _, _ = alard_lupton_parts(jnp.asarray([0.7, 1.5, 3.0]), (4, 2, 2), 9)
+        for build in (
+            lambda t: add_background_column(al_raw_design(t, phi, (4, 2, 2))),
+            lambda t: add_background_column(df_raw_design(t, 9)),
+        ):
+            whole = np.asarray(build(stamps))
+            chunked = np.asarray(jax.jit(lambda t, b=build: map_in_chunks(b, t, 32))(stamps))
+            assert chunked.shape == whole.shape == (128, whole.shape[1], 11 * 11)
+            np.testing.assert_allclose(chunked, whole, rtol=1e-13, atol=1e-13)
+        # a chunk that does not divide the batch: one pass
+        odd = np.asarray(map_in_chunks(build, stamps[:100], 32))
+        np.testing.assert_array_equal(odd, np.asarray(build(stamps[:100])))

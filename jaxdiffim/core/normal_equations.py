@@ -25,6 +25,8 @@ __all__ = [
     "al_raw_design",
     "df_raw_design",
     "add_background_column",
+    "DESIGN_CHUNK",
+    "map_in_chunks",
     "stamp_normal_equations",
     "spatial_layout",
     "spatial_normal_equations",
@@ -90,6 +92,26 @@ def df_raw_design(t_stamps, kernel_size):
     rows = dv[:, None, None] + np.arange(n_out)[None, :, None]
     cols = du[:, None, None] + np.arange(n_out)[None, None, :]
     return t_stamps[:, rows, cols]
+
+
+#: Stamps whose design is built at once (:func:`map_in_chunks`): the whole batch's passes
+#: held 0.45 GB of float64 temporaries at 1024 stamps of 43² (27 terms), a quarter of the
+#: 4096² subtraction program's working memory.
+DESIGN_CHUNK = 64
+
+
+def map_in_chunks(fn, stamps, chunk=DESIGN_CHUNK):
+    """``fn(stamps)`` computed ``chunk`` stamps at a time (``lax.map``), when ``chunk`` divides
+    the number of stamps ``N`` and is smaller; else at once.
+
+    ``fn`` maps an array of shape (n, ...) to arrays with leading axis n, stamp by stamp (no
+    mixing across stamps); only one chunk's intermediates are live at a time.
+    """
+    n = stamps.shape[0]
+    if n <= chunk or n % chunk:
+        return fn(stamps)
+    parts = jax.lax.map(fn, stamps.reshape(n // chunk, chunk, *stamps.shape[1:]))
+    return jax.tree_util.tree_map(lambda a: a.reshape(n, *a.shape[2:]), parts)
 
 
 def add_background_column(design):

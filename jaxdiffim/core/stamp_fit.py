@@ -16,6 +16,7 @@ from .normal_equations import (
     add_background_column,
     al_raw_design,
     df_raw_design,
+    map_in_chunks,
     stamp_normal_equations,
 )
 from .precision import FIT_DTYPE
@@ -133,11 +134,13 @@ def stamp_systems(t, s, vt, vs, ok, basis, config):
     s = jnp.where(mask, s, 0.0)
     vt = jnp.where(mask, vt, 1.0)
     vs = jnp.where(mask, vs, 1.0)
-    if config.is_alard_lupton:
-        raw = al_raw_design(t, basis.factors, config.degrees)
-    else:
-        raw = df_raw_design(t, k)
-    design = add_background_column(raw)
+
+    def design_of(stamps):
+        if config.is_alard_lupton:
+            return add_background_column(al_raw_design(stamps, basis.factors, config.degrees))
+        return add_background_column(df_raw_design(stamps, k))
+
+    design = map_in_chunks(design_of, t)  # a chunk's passes at a time
     n = t.shape[0]
     target = s[:, h : h + side, h : h + side].reshape(n, -1)
     var_science = vs[:, h : h + side, h : h + side].reshape(n, -1)

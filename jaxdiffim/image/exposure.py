@@ -10,6 +10,7 @@ import copy as _copy
 
 import numpy as np
 
+from ..core import host
 from ..core.convolve import MaskedImage
 from ..core.masks import MASK_PLANES, integer_mask
 from ..errors import InvalidInputError
@@ -133,7 +134,7 @@ class Image:
     def __getitem__(self, bbox):
         sl = bbox.slices(self.getBBox())
         out = _copy.copy(self)
-        out.array = self.array[sl].copy()
+        out.array = host.copy(self.array[sl])  # aligned: XLA reads it in place
         out.xy0 = bbox.getBegin()
         return out
 

@@ -30,6 +30,7 @@ import warnings
 import numpy as np
 from astropy.io import fits
 
+from ..core import host
 from ..core.masks import MASK_PLANES
 from ..errors import InputFileError, InvalidInputError, JaxDiffimError
 from ..image.exposure import Exposure, Mask
@@ -92,9 +93,10 @@ def _read_afw(hdul):
         psf = _read_grid(hdul["PSFGRID"])
     elif "PSF" in hdul:
         psf = ImagePsf(hdul["PSF"].data)
-    mask = Mask(mask_hdu.data.astype(np.int32), xy0, mask_planes(mask_hdu.header))
-    image = img_hdu.data.astype(np.float32)
-    variance = var_hdu.data.astype(np.float32)
+    # planes aligned for XLA (read in place, not copied again: jaxdiffim.core.host)
+    mask = Mask(host.copy(mask_hdu.data, np.int32), xy0, mask_planes(mask_hdu.header))
+    image = host.copy(img_hdu.data, np.float32)
+    variance = host.copy(var_hdu.data, np.float32)
     if image.shape != variance.shape or image.shape != mask.array.shape:
         raise InputFileError(
             f"The IMAGE {image.shape}, MASK {mask.array.shape} and VARIANCE {variance.shape} "
@@ -191,7 +193,7 @@ def _read_plain(hdul, path, given, mask):
     hdu = _first_image(hdul, path, "Image")
     header = hdul[0].header.copy() if hdu is not hdul[0] else fits.Header()
     header.update(carry(hdu.header))
-    image = np.array(hdu.data, np.float32)
+    image = host.copy(hdu.data, np.float32)  # planes aligned for XLA (jaxdiffim.core.host)
     bad = ~np.isfinite(image)
     if given:
         kind, aux = given[0]
@@ -208,7 +210,7 @@ def _read_plain(hdul, path, given, mask):
         m = Mask(np.asarray(data).astype(np.int32), planes=mask_planes(mhead))
         mask_array = m.to_standard()
     else:
-        mask_array = np.zeros(image.shape, np.int32)
+        mask_array = host.zeros(image.shape, np.int32)
     _flag(mask_array, saturation_mask(image, header), "SAT")
     _flag(mask_array, saturated_holes(image, ~np.isfinite(image)), "SAT")  # blanked cores
     _flag(mask_array, bad, "NO_DATA")
@@ -217,12 +219,12 @@ def _read_plain(hdul, path, given, mask):
     if bad.any():  # a typical variance (a regular subsample's median) for the holes
         good_var = var[~bad]
         fill = float(np.median(good_var[:: max(1, good_var.size // _FILL_SAMPLES)]))
-        image = np.where(bad, np.float32(0.0), image)
+        image[bad] = 0.0
         var = np.where(bad, np.float32(fill), var)
     return Exposure(  # every plane is a new array here
         image,
-        mask_array,
-        var.astype(np.float32, copy=False),
+        host.aligned(mask_array, np.int32),
+        host.aligned(var, np.float32),
         copy=False,
         wcs=wcs_of(header),
         photoCalib=calibration(header),
