@@ -223,3 +223,23 @@ def test_the_difference_psf_is_built_on_the_better_known_psf():
     # the kernel takes the science image to the template's flux (its sum: template/science)
     assert _template_psf_is_better(deep, deep, (False, False), result(2.0))
     assert not _template_psf_is_better(deep, deep, (False, False), result(0.8))
+
+
+def test_the_command_schedules_xla_for_memory(monkeypatch):
+    """As the command (no argv), XLA:CPU is asked for its depth-first schedule unless the user's
+    XLA_FLAGS name that option; main(argv) leaves XLA_FLAGS alone."""
+    from jaxdiffim.cli import process
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    process.prefer_memory_schedule()
+    assert os.environ["XLA_FLAGS"] == (
+        "--xla_force_host_platform_device_count=2 " + process.MEMORY_SCHEDULE
+    )
+    mine = "--xla_cpu_enable_concurrency_optimized_scheduler=true"
+    monkeypatch.setenv("XLA_FLAGS", mine)
+    process.prefer_memory_schedule()
+    assert os.environ["XLA_FLAGS"] == mine
+    monkeypatch.delenv("XLA_FLAGS")
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "XLA_FLAGS" not in os.environ

@@ -42,7 +42,7 @@ import time
 import jax
 import numpy as np
 
-from ..core import programs
+from ..core import host, programs
 from ..core import status as st
 from ..core.afterburner import Decorrelation
 from ..core.basis import FWHM_PER_SIGMA
@@ -172,6 +172,7 @@ def _subtract(template, science, template_psf, science_psf, sources, config, cal
         )
     config = SubtractionConfig() if config is None else config
     programs.release_near_map_limit()  # a long-lived process: before XLA runs out of mappings
+    host.release_free_memory()  # what the reading and the PSF estimates freed
     prep = prepare_inputs(
         template, science, template_psf, science_psf, config, calibrations, sources is None
     )
@@ -221,6 +222,7 @@ def _subtract(template, science, template_psf, science_psf, sources, config, cal
             qa=qa,
             halo=kcfg.kernel_size + 2 * int(np.ceil(max(fwhms))),
         )
+        host.release_free_memory()  # the prepare program's working memory, before the largest
         out, kcfg = _fit_and_subtract(program, chosen, kcfg, config, metrics, prep.coverage)
     except KernelFitError as err:
         _tolerate(err, prep.coverage, config)

@@ -14,7 +14,7 @@ import sys
 import threading
 
 from .arguments import build_parser
-from .process import PROGRESS, configure_logging, progress, stop
+from .process import PROGRESS, configure_logging, prefer_memory_schedule, progress, stop
 
 __all__ = ["main"]
 
@@ -214,9 +214,12 @@ def main(argv=None):
     """Entry point of the ``jaxdiffim`` command; returns the exit status.
 
     Called without ``argv`` (as the command), SIGTERM, SIGINT and SIGHUP remove the outputs
-    being written and end the process (:func:`jaxdiffim.cli.process.stop`); ``main(argv)``
-    leaves the caller's signal handling alone.
+    being written and end the process (:func:`jaxdiffim.cli.process.stop`), and XLA:CPU
+    schedules for memory (:func:`jaxdiffim.cli.process.prefer_memory_schedule`); ``main(argv)``
+    leaves the caller's signal handling and XLA's flags alone.
     """
+    if argv is None:  # the command's own process: nothing has started JAX's backend yet
+        prefer_memory_schedule()
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.verbose)

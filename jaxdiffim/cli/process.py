@@ -1,14 +1,41 @@
 """The command as a process: log records on stderr (also while a progress bar is drawn),
-warnings through ``logging``, and signals that remove unfinished outputs before exiting."""
+warnings through ``logging``, signals that remove unfinished outputs before exiting, and XLA's
+memory-saving schedule."""
 
 import logging
 import os
 import signal
 import sys
 
-__all__ = ["PROGRESS", "configure_logging", "progress", "stop"]
+__all__ = [
+    "MEMORY_SCHEDULE",
+    "PROGRESS",
+    "configure_logging",
+    "prefer_memory_schedule",
+    "progress",
+    "stop",
+]
 
 PROGRESS = {"drawn": False}
+
+#: XLA:CPU's option that orders a program's operations depth first, to hold fewer
+#: temporaries, instead of breadth first (its default, for concurrency). Measured on the
+#: 4096² benchmark pair (jaxlib 0.10.2): the subtraction program's working memory 426 -> 241
+#: MB, the prepare program's 409 -> 306 MB, the command's peak 2.49-2.53 -> 2.30-2.38 GB, at
+#: the same speed (3 interleaved runs each); the same results bit for bit.
+MEMORY_SCHEDULE = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+
+
+def prefer_memory_schedule():
+    """Add :data:`MEMORY_SCHEDULE` to ``XLA_FLAGS`` unless it names that option already.
+
+    XLA reads its flags once, when JAX first starts a backend: call it before any
+    computation (the command does, in its own process only).
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    name = MEMORY_SCHEDULE.split("=")[0]
+    if name not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {MEMORY_SCHEDULE}".strip()
 
 
 def progress(i, n, failed, skipped=0):

@@ -6,11 +6,18 @@ aligns large arrays to 16 bytes only, so the two 4096² images of a subtraction 
 variance and mask planes: 0.4 GB) were copied once more for the first program (measured on
 jaxlib 0.10: a prepare call's resident memory grew by 1.43 GB with NumPy's planes and by 1.03
 GB, its outputs and working memory, with aligned ones). The readers allocate their planes here.
+
+:func:`release_free_memory` hands the C heap's free memory back to the system before a large
+program runs (the subtraction calls it), so that what earlier steps freed is not counted twice.
 """
+
+import ctypes
+import ctypes.util
+import functools
 
 import numpy as np
 
-__all__ = ["ALIGNMENT", "aligned", "copy", "empty", "is_aligned", "zeros"]
+__all__ = ["ALIGNMENT", "aligned", "copy", "empty", "is_aligned", "release_free_memory", "zeros"]
 
 #: Byte alignment at which XLA:CPU takes a host buffer without copying it.
 ALIGNMENT = 64
@@ -56,3 +63,30 @@ def aligned(array, dtype=None):
     if array.dtype == dtype and is_aligned(array):
         return array
     return copy(array, dtype)
+
+
+@functools.cache
+def _malloc_trim():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    return getattr(libc, "malloc_trim", None)  # glibc only
+
+
+def release_free_memory():
+    """Return the memory the C heap holds free to the system (glibc's ``malloc_trim``; nothing
+    elsewhere). glibc keeps what NumPy's temporaries and XLA's buffers freed for reuse; at
+    4096² that was 0.2 GB more resident memory before each program of the subtraction (the
+    command's peak 2.17 -> 1.96 GB, measured in-process; a few ms a call).
+
+    Returns
+    -------
+    bool
+        Whether the heap was trimmed (False off glibc).
+    """
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
